@@ -1,0 +1,212 @@
+"""Builds: versions of a game, their files, worker jobs, cache accounting and upload sessions."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+from catalog.models import Game
+
+
+class VersionQuerySet(models.QuerySet["Version"]):
+    def visible(self) -> VersionQuerySet:
+        """What friends may see: ready and published."""
+        return self.filter(status=Version.Status.READY, published=True)
+
+
+class Version(models.Model):
+    """One pushed build. Versions of a game form a linear history (parent -> child) in `seq` order."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        PROCESSING = "processing"
+        READY = "ready"
+        FAILED = "failed"
+
+    game = models.ForeignKey(Game, on_delete=models.CASCADE, related_name="versions")
+    name = models.CharField(max_length=64)
+    seq = models.PositiveIntegerField(help_text="Position in the game's history (1 = base)")
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    published = models.BooleanField(default=True)
+    error = models.TextField(blank=True)
+    notes = models.TextField(blank=True, help_text="Release notes")
+    file_count = models.PositiveIntegerField(default=0)
+    total_size = models.BigIntegerField(default=0)
+    content_hash = models.CharField(max_length=64, help_text="sha256 of the sorted file list")
+    manifest_sha256 = models.CharField(max_length=64, blank=True)
+    pushed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    ready_at = models.DateTimeField(null=True, blank=True)
+    published_at = models.DateTimeField(null=True, blank=True)
+    announced_at = models.DateTimeField(null=True, blank=True)
+
+    objects = VersionQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["game", "seq"]
+        constraints = [
+            models.UniqueConstraint(fields=["game", "name"], name="unique_version_name_per_game"),
+            models.UniqueConstraint(fields=["game", "seq"], name="unique_version_seq_per_game"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.game.slug} {self.name}"
+
+    @property
+    def is_base(self) -> bool:
+        return self.parent_id is None
+
+    @property
+    def is_visible(self) -> bool:
+        return self.status == self.Status.READY and self.published
+
+    def mark_failed(self, error: str) -> None:
+        self.status = self.Status.FAILED
+        self.error = error[:5000]
+        self.save(update_fields=["status", "error"])
+
+
+class FileEntry(models.Model):
+    version = models.ForeignKey(Version, on_delete=models.CASCADE, related_name="files")
+    path = models.CharField(max_length=1024)
+    size = models.BigIntegerField()
+    sha256 = models.CharField(max_length=64, db_index=True)
+    executable = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["version", "path"]
+        constraints = [models.UniqueConstraint(fields=["version", "path"], name="unique_path_per_version")]
+
+    def __str__(self) -> str:
+        return self.path
+
+
+class JobQuerySet(models.QuerySet["Job"]):
+    def active(self) -> JobQuerySet:
+        return self.filter(status__in=[Job.Status.QUEUED, Job.Status.RUNNING])
+
+
+class Job(models.Model):
+    """A unit of worker work with its own state, so re-delivered django-q2 tasks do nothing twice.
+
+    `key` makes a job unique per piece of work ("direct:<from>:<to>", "archive:<version>"): asking
+    for the same work again returns the existing job. Tasks claim the row with
+    select_for_update(skip_locked) and count attempts themselves (django-q2 retries killed tasks
+    forever without counting them).
+    """
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        DONE = "done"
+        FAILED = "failed"
+
+    class Kind(models.TextChoices):
+        PROCESS_VERSION = "process_version"
+        DIRECT_DELTA = "direct_delta"
+        ARCHIVE = "archive"
+        RECONSTRUCT = "reconstruct"
+        INDIRECT = "indirect"
+        ANNOUNCE = "announce"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    kind = models.CharField(max_length=32, choices=Kind.choices)
+    key = models.CharField(max_length=200, unique=True)
+    game = models.ForeignKey(Game, null=True, blank=True, on_delete=models.CASCADE, related_name="jobs")
+    version = models.ForeignKey(Version, null=True, blank=True, on_delete=models.CASCADE, related_name="jobs")
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    error = models.TextField(blank=True)
+    params = models.JSONField(default=dict, blank=True)
+    result = models.JSONField(default=dict, blank=True)
+    progress = models.FloatField(default=0.0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    objects = JobQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["status", "kind"])]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.key} ({self.status})"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in (self.Status.DONE, self.Status.FAILED)
+
+    def is_stale(self, *, after: timedelta) -> bool:
+        """A running job whose worker stopped sending heartbeats (killed, OOM)."""
+        beat = self.heartbeat_at or self.started_at
+        return self.status == self.Status.RUNNING and (beat is None or timezone.now() - beat > after)
+
+
+class CacheEntry(models.Model):
+    """Something under MIST_CACHE_ROOT (an archive, a reconstructed version), for the LRU budget."""
+
+    key = models.CharField(max_length=200, unique=True)
+    relpath = models.CharField(max_length=500, help_text="Relative to MIST_CACHE_ROOT")
+    size = models.BigIntegerField(default=0)
+    sha256 = models.CharField(max_length=64, blank=True)
+    pinned = models.BooleanField(default=False, help_text="Never evicted (e.g. the latest archive)")
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        verbose_name_plural = "cache entries"
+
+    def __str__(self) -> str:
+        return self.key
+
+
+class UploadSession(models.Model):
+    """A resumable chunked upload of a build archive by an admin (remote push)."""
+
+    class Status(models.TextChoices):
+        OPEN = "open"
+        FINALIZING = "finalizing"
+        DONE = "done"
+        FAILED = "failed"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    game = models.ForeignKey(Game, on_delete=models.CASCADE, related_name="+")
+    version_name = models.CharField(max_length=64)
+    filename = models.CharField(max_length=255)
+    total_size = models.BigIntegerField()
+    received = models.BigIntegerField(default=0)
+    sha256 = models.CharField(max_length=64, blank=True, help_text="Expected sha256 of the whole upload")
+    notes = models.TextField(blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.OPEN)
+    error = models.TextField(blank=True)
+    version = models.ForeignKey(Version, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"upload {self.id} {self.game_id}/{self.version_name}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": str(self.id),
+            "game": self.game.slug,
+            "version": self.version_name,
+            "total_size": self.total_size,
+            "received": self.received,
+            "status": self.status,
+            "error": self.error,
+        }

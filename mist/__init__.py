@@ -1,0 +1,1 @@
+"""The Mist project package: settings, URL wiring, health endpoints and cross-app commands."""

@@ -1,0 +1,21 @@
+"""API-wide pieces: the exception handler that keeps every error a JSON object with a `detail`."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+logger = logging.getLogger("mist.api")
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    response = drf_exception_handler(exc, context)
+    if response is not None and not isinstance(response.data, dict):
+        response.data = {"detail": response.data}
+    if response is not None and isinstance(response.data, dict) and "detail" not in response.data:
+        # Field errors: keep them, and add a one-line summary for humans and CLIs.
+        response.data = {"detail": "Invalid input.", "errors": response.data}
+    return response
