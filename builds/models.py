@@ -120,6 +120,7 @@ class Job(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     kind = models.CharField(max_length=32, choices=Kind.choices)
     key = models.CharField(max_length=200, unique=True)
+    task = models.CharField(max_length=200, help_text="Dotted path of the django-q2 task that runs it")
     game = models.ForeignKey(Game, null=True, blank=True, on_delete=models.CASCADE, related_name="jobs")
     version = models.ForeignKey(Version, null=True, blank=True, on_delete=models.CASCADE, related_name="jobs")
     requested_by = models.ForeignKey(

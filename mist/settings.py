@@ -61,6 +61,8 @@ MIST_ACCEL_CACHE_PREFIX = env.str("MIST_ACCEL_CACHE_PREFIX", default="/_protecte
 MIST_SIGNED_URL_TTL = env.int("MIST_SIGNED_URL_TTL", default=6 * 3600)
 MIST_MAX_SIGNATURE_UPLOAD_BYTES = env.int("MIST_MAX_SIGNATURE_UPLOAD_BYTES", default=512 * 1024**2)
 MIST_JOB_MAX_ATTEMPTS = env.int("MIST_JOB_MAX_ATTEMPTS", default=3)
+# A running job whose worker sent no heartbeat for this long is considered dead and re-queued.
+MIST_JOB_STALE_SECONDS = env.int("MIST_JOB_STALE_SECONDS", default=90)
 MIST_PUBLIC_URL = env.str("MIST_PUBLIC_URL", default="")
 DISCORD_WEBHOOK_URL = env.str("DISCORD_WEBHOOK_URL", default="")
 STEAM_APPDETAILS_URL = env.str(

@@ -1,0 +1,80 @@
+"""Where things live on disk. Storage (MIST_STORAGE_ROOT) is the source of truth; the cache
+(MIST_CACHE_ROOT) is disposable and kept under a size budget.
+
+    storage/games/<slug>/base/<version>.tar.zst     immutable archive of the first version
+    storage/games/<slug>/depot/                     the latest version's files
+    storage/games/<slug>/manifests/<version>.json   per-version manifest
+    storage/games/<slug>/deltas/<from>__<to>/       direct delta (+ bundle.tar.zst)
+    storage/staging/<uuid>/                         pushes in progress (never visible)
+    cache/versions/<slug>/<version>/                reconstructed historical versions
+    cache/archives/<slug>/<version>.tar.zst         full archives
+    cache/indirect/<job>.tar.zst                    indirect-update bundles
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from django.conf import settings
+
+from mistcore.manifest import validate_relpath
+
+
+def storage_root() -> Path:
+    return Path(settings.MIST_STORAGE_ROOT)
+
+
+def cache_root() -> Path:
+    return Path(settings.MIST_CACHE_ROOT)
+
+
+def game_dir(slug: str) -> Path:
+    return storage_root() / "games" / slug
+
+
+def depot_dir(slug: str) -> Path:
+    return game_dir(slug) / "depot"
+
+
+def base_archive_path(slug: str, version: str) -> Path:
+    return game_dir(slug) / "base" / f"{version}.tar.zst"
+
+
+def manifest_path(slug: str, version: str) -> Path:
+    return game_dir(slug) / "manifests" / f"{version}.json"
+
+
+def delta_dir(slug: str, from_version: str, to_version: str) -> Path:
+    return game_dir(slug) / "deltas" / f"{from_version}__{to_version}"
+
+
+def delta_bundle_path(slug: str, from_version: str, to_version: str) -> Path:
+    return delta_dir(slug, from_version, to_version).with_suffix(".tar.zst")
+
+
+def staging_dir() -> Path:
+    return storage_root() / "staging"
+
+
+def cached_version_dir(slug: str, version: str) -> Path:
+    return cache_root() / "versions" / slug / version
+
+
+def archive_path(slug: str, version: str) -> Path:
+    return cache_root() / "archives" / slug / f"{version}.tar.zst"
+
+
+def indirect_bundle_path(job_id: str) -> Path:
+    return cache_root() / "indirect" / f"{job_id}.tar.zst"
+
+
+def work_dir() -> Path:
+    """Scratch space for the worker (signature uploads, temporary trees); same disk as the cache."""
+    path = cache_root() / "work"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def file_in_tree(root: Path, relpath: str) -> Path:
+    """`root/relpath` for a validated relative path: never escapes `root`."""
+    return root / validate_relpath(relpath)
