@@ -1,3 +1,12 @@
-from django.urls import path  # noqa: F401
+from django.urls import path
 
-urlpatterns: list = []
+from builds import api
+
+urlpatterns = [
+    path("games", api.GameListView.as_view(), name="api-games"),
+    path("games/<slug:slug>", api.GameDetailView.as_view(), name="api-game"),
+    path("games/<slug:slug>/versions/<str:version>/manifest", api.ManifestView.as_view(), name="api-manifest"),
+    path("builds/uploads", api.UploadListView.as_view(), name="api-uploads"),
+    path("builds/uploads/<uuid:upload_id>", api.UploadDetailView.as_view(), name="api-upload"),
+    path("builds/uploads/<uuid:upload_id>/finalize", api.UploadFinalizeView.as_view(), name="api-upload-finalize"),
+]

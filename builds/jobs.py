@@ -212,3 +212,18 @@ def recover_jobs() -> list[str]:
     if requeued:
         logger.warning("re-queued jobs whose worker died", extra={"jobs": ",".join(requeued)})
     return requeued
+
+
+def job_payload(job: Job) -> dict[str, Any]:
+    """How a job looks in the API (the patcher polls this)."""
+    return {
+        "id": str(job.pk),
+        "kind": job.kind,
+        "status": job.status,
+        "progress": job.progress,
+        "attempts": job.attempts,
+        "error": job.error,
+        "result": {k: v for k, v in job.result.items() if k != "path"},
+        "created_at": job.created_at.isoformat(),
+        "finished_at": job.finished_at.isoformat() if job.finished_at else None,
+    }

@@ -38,6 +38,9 @@ class Version(models.Model):
     notes = models.TextField(blank=True, help_text="Release notes")
     file_count = models.PositiveIntegerField(default=0)
     total_size = models.BigIntegerField(default=0)
+    update_size = models.BigIntegerField(
+        null=True, blank=True, help_text="Bytes of the direct update from the parent (set when its delta is made)"
+    )
     content_hash = models.CharField(max_length=64, help_text="sha256 of the sorted file list")
     manifest_sha256 = models.CharField(max_length=64, blank=True)
     pushed_by = models.ForeignKey(

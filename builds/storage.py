@@ -2,10 +2,12 @@
 (MIST_CACHE_ROOT) is disposable and kept under a size budget.
 
     storage/games/<slug>/base/<version>.tar.zst     immutable archive of the first version
-    storage/games/<slug>/depot/                     the latest version's files
+    storage/games/<slug>/depot -> trees/<version>   the latest version's files (a symlink, switched atomically)
+    storage/games/<slug>/trees/<version>/           version trees kept on the storage: the latest, and
+                                                    parents whose direct delta is not made yet
     storage/games/<slug>/manifests/<version>.json   per-version manifest
     storage/games/<slug>/deltas/<from>__<to>/       direct delta (+ bundle.tar.zst)
-    storage/staging/<uuid>/                         pushes in progress (never visible)
+    storage/games/<slug>/trees/.staging-<uuid>/     a push in progress (never visible)
     cache/versions/<slug>/<version>/                reconstructed historical versions
     cache/archives/<slug>/<version>.tar.zst         full archives
     cache/indirect/<job>.tar.zst                    indirect-update bundles
@@ -36,6 +38,14 @@ def depot_dir(slug: str) -> Path:
     return game_dir(slug) / "depot"
 
 
+def trees_dir(slug: str) -> Path:
+    return game_dir(slug) / "trees"
+
+
+def tree_dir(slug: str, version: str) -> Path:
+    return trees_dir(slug) / version
+
+
 def base_archive_path(slug: str, version: str) -> Path:
     return game_dir(slug) / "base" / f"{version}.tar.zst"
 
@@ -50,10 +60,6 @@ def delta_dir(slug: str, from_version: str, to_version: str) -> Path:
 
 def delta_bundle_path(slug: str, from_version: str, to_version: str) -> Path:
     return delta_dir(slug, from_version, to_version).with_suffix(".tar.zst")
-
-
-def staging_dir() -> Path:
-    return storage_root() / "staging"
 
 
 def cached_version_dir(slug: str, version: str) -> Path:

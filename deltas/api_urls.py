@@ -1,3 +1,8 @@
-from django.urls import path  # noqa: F401
+from django.urls import path
 
-urlpatterns: list = []
+from deltas import api
+
+urlpatterns = [
+    path("games/<slug:slug>/updates", api.UpdatePlanView.as_view(), name="api-update-plan"),
+    path("games/<slug:slug>/indirect", api.IndirectRequestView.as_view(), name="api-indirect"),
+]

@@ -1,0 +1,171 @@
+"""Patcher-facing API of builds: games, versions, manifests; and the admin's remote push."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import Max, Q
+from django.http import HttpResponse
+from drf_spectacular.utils import OpenApiTypes, extend_schema
+from rest_framework import serializers, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts.permissions import IsAdminScope
+from builds import uploads
+from builds.access import latest_visible_version, visible_game, visible_version, visible_versions
+from builds.models import Version
+from builds.services import BuildError, read_manifest
+from catalog.models import Game
+
+
+def _header_image_url(game: Game) -> str:
+    if game.header_image_cached:
+        return f"/media/{game.header_image_cached}"
+    return game.header_image_source
+
+
+def _version_data(version: Version) -> dict[str, Any]:
+    return {
+        "name": version.name,
+        "seq": version.seq,
+        "parent": version.parent.name if version.parent_id else None,
+        "status": version.status,
+        "published": version.published,
+        "total_size": version.total_size,
+        "file_count": version.file_count,
+        "update_size": version.update_size,
+        "created_at": version.created_at.isoformat(),
+        "notes": version.notes,
+        "error": version.error,
+    }
+
+
+class GameListView(APIView):
+    """The games the caller may see, with their latest version."""
+
+    @extend_schema(responses={200: OpenApiTypes.OBJECT})
+    def get(self, request: Request) -> Response:
+        user = request.user
+        ready = Q(versions__status=Version.Status.READY)
+        if not user.is_staff:
+            ready &= Q(versions__published=True)
+        games = Game.objects.visible_to(user).annotate(latest_seq=Max("versions__seq", filter=ready))
+        latest = {
+            (v.game_id, v.seq): v
+            for v in Version.objects.filter(game__in=games, seq__in={g.latest_seq for g in games if g.latest_seq})
+        }
+        out = []
+        for game in games:
+            version = latest.get((game.pk, game.latest_seq))
+            out.append({
+                "slug": game.slug,
+                "title": game.title,
+                "description": game.description,
+                "header_image_url": _header_image_url(game),
+                "is_private": game.is_private,
+                "latest_version": version.name if version else None,
+                "latest_size": version.total_size if version else None,
+                "updated_at": (version.ready_at or version.created_at).isoformat() if version else None,
+            })
+        return Response({"games": out})
+
+
+class GameDetailView(APIView):
+    @extend_schema(responses={200: OpenApiTypes.OBJECT})
+    def get(self, request: Request, slug: str) -> Response:
+        game = visible_game(request.user, slug)
+        versions = visible_versions(request.user, game).select_related("parent").order_by("seq")
+        latest = latest_visible_version(request.user, game)
+        return Response({
+            "slug": game.slug,
+            "title": game.title,
+            "description": game.description,
+            "header_image_url": _header_image_url(game),
+            "is_private": game.is_private,
+            "latest_version": latest.name if latest else None,
+            "versions": [_version_data(v) for v in versions],
+        })
+
+
+class ManifestView(APIView):
+    """A version's manifest, byte for byte the mistcore format the patcher verifies against."""
+
+    @extend_schema(responses={200: OpenApiTypes.OBJECT})
+    def get(self, request: Request, slug: str, version: str) -> HttpResponse:
+        game = visible_game(request.user, slug)
+        v = visible_version(request.user, game, version)
+        response = HttpResponse(read_manifest(version=v).to_json(), content_type="application/json")
+        response["X-Mist-Content-Hash"] = v.content_hash
+        return response
+
+
+# --- Remote push (admin scope) --------------------------------------------------------------
+
+
+class UploadCreate(serializers.Serializer):
+    game = serializers.SlugField()
+    version = serializers.CharField(max_length=64)
+    filename = serializers.CharField(max_length=255)
+    total_size = serializers.IntegerField(min_value=1)
+    sha256 = serializers.RegexField(r"^[0-9a-f]{64}$", required=False, allow_blank=True)
+    notes = serializers.CharField(required=False, allow_blank=True, default="")
+
+
+def _admin_permission() -> list[Any]:
+    return [IsAdminScope()]
+
+
+class UploadListView(APIView):
+    def get_permissions(self) -> list[Any]:
+        return _admin_permission()
+
+    @extend_schema(request=UploadCreate, responses={201: OpenApiTypes.OBJECT})
+    def post(self, request: Request) -> Response:
+        data = UploadCreate(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            session = uploads.start_upload(user=request.user, **data.validated_data)
+        except BuildError as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
+        return Response(session.as_dict(), status=status.HTTP_201_CREATED)
+
+
+class UploadDetailView(APIView):
+    def get_permissions(self) -> list[Any]:
+        return _admin_permission()
+
+    @extend_schema(responses={200: OpenApiTypes.OBJECT})
+    def get(self, request: Request, upload_id: str) -> Response:
+        return Response(uploads.get_upload(upload_id=upload_id).as_dict())
+
+    @extend_schema(request=OpenApiTypes.BINARY, responses={200: OpenApiTypes.OBJECT})
+    def put(self, request: Request, upload_id: str) -> Response:
+        session = uploads.get_upload(upload_id=upload_id)
+        try:
+            session = uploads.write_chunk(
+                session=session, content_range=request.headers.get("Content-Range", ""), body=request.stream
+            )
+        except uploads.RangeMismatch as exc:
+            return Response({"detail": str(exc), "received": exc.received}, status=status.HTTP_409_CONFLICT)
+        except BuildError as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
+        return Response(session.as_dict())
+
+
+class UploadFinalizeView(APIView):
+    def get_permissions(self) -> list[Any]:
+        return _admin_permission()
+
+    @extend_schema(request=None, responses={202: OpenApiTypes.OBJECT})
+    def post(self, request: Request, upload_id: str) -> Response:
+        session = uploads.get_upload(upload_id=upload_id)
+        try:
+            result = uploads.finalize_upload(session=session, user=request.user)
+        except BuildError as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
+        return Response(
+            {"version": _version_data(result.version), "queued": [f"{j.kind} {j.key}" for j in result.queued]},
+            status=status.HTTP_202_ACCEPTED,
+        )

@@ -1,0 +1,81 @@
+import sys
+import time
+from pathlib import Path
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from builds.services import BuildError, push_version
+from catalog.models import Game
+
+
+class _Progress:
+    """A progress bar on a terminal, a plain line every few seconds otherwise."""
+
+    def __init__(self, stream: object, total: int, tty: bool) -> None:
+        self.stream, self.total, self.tty = stream, total, tty
+        self.done = 0
+        self.start = self.last = time.monotonic()
+
+    def __call__(self, n: int) -> None:
+        self.done += n
+        now = time.monotonic()
+        if now - self.last < (0.2 if self.tty else 5):
+            return
+        self.last = now
+        self.show(now)
+
+    def show(self, now: float, end: str = "") -> None:
+        rate = self.done / max(now - self.start, 1e-6)
+        pct = 100 * self.done / self.total if self.total else 0
+        text = f"copied {self.done / 1e6:,.1f} / {self.total / 1e6:,.1f} MB ({pct:.0f}%) at {rate / 1e6:.1f} MB/s"
+        if self.tty:
+            width = 30
+            filled = int(width * pct / 100)
+            self.stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {text}{end}")
+        else:
+            self.stream.write(text + "\n")
+        self.stream.flush()
+
+
+def _source_size(path: Path) -> int:
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+    return path.stat().st_size if path.exists() else 0
+
+
+class Command(BaseCommand):
+    help = "Push a build (directory, .zip or .tar(.gz/.zst)) as the newest version of a game."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("slug")
+        parser.add_argument("version")
+        parser.add_argument("path", type=Path)
+        parser.add_argument("--notes", default="", help="Release notes")
+        parser.add_argument("--unpublished", action="store_true", help="Keep it hidden from friends when ready")
+
+    def handle(self, *args: object, **opts: object) -> None:
+        game = Game.objects.filter(slug=opts["slug"]).first()
+        if game is None:
+            raise CommandError(f"no game {opts['slug']!r}: create it with manage.py new_game")
+        source: Path = opts["path"]  # type: ignore[assignment]
+        tty = sys.stdout.isatty()
+        progress = _Progress(sys.stdout if tty else self.stdout, _source_size(source), tty)
+        started = time.monotonic()
+        try:
+            result = push_version(
+                game=game, name=opts["version"], source=source, notes=opts["notes"],
+                publish=not opts["unpublished"], progress=progress,
+            )
+        except BuildError as exc:
+            raise CommandError(str(exc)) from None
+        if tty:
+            progress.show(time.monotonic(), end="\n")
+        v = result.version
+        seconds = time.monotonic() - started
+        self.stdout.write(
+            f"pushed {game.slug} {v.name}: {v.file_count} files, {v.total_size / 1e6:,.1f} MB "
+            f"in {seconds:.1f}s ({v.total_size / 1e6 / max(seconds, 1e-6):.1f} MB/s)"
+        )
+        for job in result.queued:
+            self.stdout.write(f"queued {job.kind} job {job.pk} ({job.key})")
+        self.stdout.write("the worker (manage.py qcluster) makes it ready; `manage.py ls` shows progress")

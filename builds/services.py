@@ -1,0 +1,363 @@
+"""Builds services: push a version, publish it, read manifests, keep storage and database agreeing.
+
+A push stages the build next to the game's trees, hashing every file while it copies it (memory
+stays bounded whatever the build size), refuses a build identical to an existing version, then in
+one transaction records the Version and its files; the depot symlink is switched to the new tree
+only after the commit. A push that dies before the commit leaves a staging folder that the next
+push sweeps away, and nothing visible changed.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import os
+import shutil
+import stat
+import tarfile
+import uuid
+import zipfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from django.db import transaction
+from django.db.models import Max
+from django.utils import timezone
+
+from builds import storage
+from builds.jobs import ensure_job
+from builds.models import FileEntry, Job, Version
+from builds.signals import version_pushed, version_ready
+from catalog.models import Game
+from mistcore import safetar
+from mistcore.errors import MistCoreError
+from mistcore.fsutil import atomic_write, copy_stream, fsync_dir, sha256_bytes
+from mistcore.manifest import FileRecord, Manifest, PathSet, validate_relpath, validate_version_name
+
+logger = logging.getLogger("mist.builds")
+
+# A pushed archive is the admin's own file, but still bounded: a zip bomb must not fill the NAS.
+MAX_BUILD_MEMBERS = 1_000_000
+MAX_BUILD_BYTES = 4 * 1024**4
+
+Progress = Callable[[int], None]
+
+
+class BuildError(Exception):
+    """A push or version change refused for a reason the admin can fix; the message says which."""
+
+
+@dataclass
+class PushResult:
+    version: Version
+    queued: list[Job] = field(default_factory=list)
+
+
+# --- Reading a build (directory, zip, tar, tar.gz, tar.zst) ---------------------------------
+
+Member = tuple[str, IO[bytes], bool]  # path, reader, executable
+
+
+def _iter_directory(root: Path) -> Iterator[Member]:
+    def walk(folder: Path, prefix: str) -> Iterator[Member]:
+        with os.scandir(folder) as it:
+            entries = sorted(it, key=lambda e: e.name)
+        for entry in entries:
+            rel = f"{prefix}{entry.name}"
+            st = entry.stat(follow_symlinks=False)
+            if stat.S_ISLNK(st.st_mode):
+                raise BuildError(f"{rel}: symbolic links are not allowed in a build")
+            if stat.S_ISDIR(st.st_mode):
+                yield from walk(Path(entry.path), rel + "/")
+            elif stat.S_ISREG(st.st_mode):
+                if st.st_nlink > 1:
+                    # A hard link may share its inode with a file outside the build.
+                    raise BuildError(f"{rel}: hard links are not allowed in a build")
+                with open(entry.path, "rb") as fh:
+                    yield rel, fh, bool(st.st_mode & stat.S_IXUSR)
+            else:
+                raise BuildError(f"{rel}: device files, fifos and sockets are not allowed in a build")
+
+    yield from walk(root, "")
+
+
+def _iter_zip(path: Path) -> Iterator[Member]:
+    with zipfile.ZipFile(path) as zf:
+        for info in zf.infolist():
+            mode = info.external_attr >> 16
+            if info.is_dir():
+                continue
+            if stat.S_ISLNK(mode):
+                raise BuildError(f"{info.filename}: symbolic links are not allowed in a build")
+            if mode and not stat.S_ISREG(mode):
+                raise BuildError(f"{info.filename}: only regular files are allowed in a build")
+            with zf.open(info) as fh:
+                yield info.filename, fh, bool(mode & stat.S_IXUSR)
+
+
+def _iter_tar_archive(path: Path) -> Iterator[Member]:
+    limits = {"max_members": MAX_BUILD_MEMBERS, "max_total_bytes": MAX_BUILD_BYTES}
+    name = path.name.lower()
+    if name.endswith((".tar.zst", ".tzst")):
+        members = safetar.iter_tar_zst(path, **limits)
+    elif name.endswith(".tar"):
+        members = safetar.iter_tar(path, **limits)
+    else:  # .tar.gz / .tgz
+        members = safetar.iter_tar_fileobj(gzip.open(path, "rb"), **limits)  # type: ignore[arg-type]
+    for rel, _size, reader in members:
+        yield rel, reader, bool(reader.executable)
+
+
+def iter_build(source: Path) -> Iterator[Member]:
+    """Every file of a build, whatever its packaging, as (path, reader, executable)."""
+    if source.is_dir():
+        return _iter_directory(source)
+    name = source.name.lower()
+    if name.endswith(".zip"):
+        return _iter_zip(source)
+    if name.endswith((".tar", ".tar.gz", ".tgz", ".tar.zst", ".tzst")):
+        return _iter_tar_archive(source)
+    raise BuildError(f"{source}: a build is a directory, a .zip or a .tar(.gz/.zst) file")
+
+
+def _stage_build(*, source: Path, tree: Path, version: str, progress: Progress | None) -> Manifest:
+    """Copy a build into `tree`, hashing while copying; validate every path on the way."""
+    seen = PathSet(error=BuildError)
+    records = []
+    tree.mkdir(parents=True)
+    try:
+        for rel, reader, executable in iter_build(source):
+            try:
+                rel = validate_relpath(rel)
+            except MistCoreError as exc:
+                raise BuildError(str(exc)) from None
+            seen.add(rel)
+            target = tree.joinpath(*rel.split("/"))
+            target.parent.mkdir(parents=True, exist_ok=True)
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+            with os.fdopen(os.open(target, flags, 0o644), "wb") as out:
+                size, sha = copy_stream(reader, out, progress=progress)
+                out.flush()
+                os.fsync(out.fileno())
+            if executable:
+                os.chmod(target, 0o755)
+            records.append(FileRecord(path=rel, size=size, sha256=sha, executable=executable))
+    except (MistCoreError, zipfile.BadZipFile, tarfile.TarError, OSError, EOFError) as exc:
+        if isinstance(exc, OSError) and exc.errno == 28:
+            raise BuildError(f"the storage disk is full while copying the build ({exc})") from exc
+        raise BuildError(f"cannot read the build: {exc}") from exc
+    if not records:
+        raise BuildError(f"{source}: the build is empty (no files)")
+    return Manifest(version=version, files=tuple(records))
+
+
+# --- Pushing ----------------------------------------------------------------------------------
+
+
+def sweep_staging(*, game: Game) -> list[str]:
+    """Remove what dead pushes left behind, and point the depot at the latest version."""
+    removed = []
+    trees = storage.trees_dir(game.slug)
+    if trees.is_dir():
+        known = set(game.versions.values_list("name", flat=True))
+        for entry in trees.iterdir():
+            if entry.name.startswith(".staging-") or (entry.is_dir() and entry.name not in known):
+                shutil.rmtree(entry, ignore_errors=True)
+                removed.append(entry.name)
+    latest = latest_version(game=game)
+    if latest is not None and storage.tree_dir(game.slug, latest.name).is_dir():
+        point_depot(game=game, version=latest)
+    return removed
+
+
+def point_depot(*, game: Game, version: Version) -> None:
+    """Atomically switch `depot` to the given version's tree (a symlink swap is one rename)."""
+    depot = storage.depot_dir(game.slug)
+    target = Path("trees") / version.name
+    if depot.is_symlink() and Path(os.readlink(depot)) == target:
+        return
+    tmp = depot.with_name(f".depot-{uuid.uuid4().hex}")
+    os.symlink(target, tmp)
+    os.replace(tmp, depot)
+    fsync_dir(depot.parent)
+
+
+def latest_version(*, game: Game) -> Version | None:
+    return game.versions.order_by("-seq").first()
+
+
+def push_version(
+    *,
+    game: Game,
+    name: str,
+    source: Path,
+    notes: str = "",
+    user: Any = None,
+    publish: bool = True,
+    progress: Progress | None = None,
+) -> PushResult:
+    """Push a build as the game's newest version and queue the worker jobs that make it ready."""
+    try:
+        validate_version_name(name)
+    except MistCoreError as exc:
+        raise BuildError(str(exc)) from None
+    source = Path(source)
+    if not source.exists():
+        raise BuildError(f"{source}: no such file or directory")
+    if game.versions.filter(name=name).exists():
+        raise BuildError(f"version {name!r} of {game.slug} already exists: version names are unique per game")
+    sweep_staging(game=game)
+
+    trees = storage.trees_dir(game.slug)
+    trees.mkdir(parents=True, exist_ok=True)
+    staging = trees / f".staging-{uuid.uuid4().hex}"
+    try:
+        manifest = _stage_build(source=source, tree=staging, version=name, progress=progress)
+        content_hash = manifest.content_hash()
+        same = game.versions.filter(content_hash=content_hash).first()
+        if same is not None:
+            raise BuildError(
+                f"this build is identical to version {same.name!r} of {game.slug}: nothing to push"
+            )
+        manifest_bytes = manifest.to_json()
+        manifest_file = storage.manifest_path(game.slug, name)
+        manifest_file.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_write(manifest_file) as fh:
+            fh.write(manifest_bytes)
+        os.rename(staging, storage.tree_dir(game.slug, name))
+        with transaction.atomic():
+            locked = Game.objects.select_for_update().get(pk=game.pk)
+            if locked.versions.filter(name=name).exists():
+                raise BuildError(f"version {name!r} of {game.slug} was pushed concurrently")
+            parent = latest_version(game=locked)
+            seq = (locked.versions.aggregate(m=Max("seq"))["m"] or 0) + 1
+            version = Version.objects.create(
+                game=locked,
+                name=name,
+                seq=seq,
+                parent=parent,
+                status=Version.Status.PENDING,
+                published=publish,
+                notes=notes,
+                file_count=len(manifest.files),
+                total_size=manifest.total_size,
+                content_hash=content_hash,
+                manifest_sha256=sha256_bytes(manifest_bytes),
+                pushed_by=user if getattr(user, "pk", None) else None,
+            )
+            FileEntry.objects.bulk_create(
+                [
+                    FileEntry(version=version, path=r.path, size=r.size, sha256=r.sha256, executable=r.executable)
+                    for r in manifest.files
+                ],
+                batch_size=2000,
+            )
+            queued = _queue_processing(version=version, user=user)
+            transaction.on_commit(lambda: point_depot(game=locked, version=version))
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        if not game.versions.filter(name=name).exists():
+            shutil.rmtree(storage.tree_dir(game.slug, name), ignore_errors=True)
+            storage.manifest_path(game.slug, name).unlink(missing_ok=True)
+        raise
+    logger.info(
+        "version pushed",
+        extra={"game": game.slug, "version": name, "files": version.file_count, "bytes": version.total_size},
+    )
+    return PushResult(version=version, queued=queued)
+
+
+def _queue_processing(*, version: Version, user: Any = None) -> list[Job]:
+    """The jobs that make a pushed version ready: the base archive, or a direct delta (deltas app)."""
+    if version.parent_id is None:
+        job, _ = ensure_job(
+            kind=Job.Kind.PROCESS_VERSION,
+            key=f"base:{version.pk}",
+            task="builds.tasks.process_base_version",
+            game=version.game,
+            version=version,
+            requested_by=user,
+        )
+        return [job]
+    jobs: list[Job] = []
+    for _receiver, response in version_pushed.send(sender=Version, version=version, user=user):
+        jobs.extend(response or [])
+    if not jobs:
+        raise BuildError("no worker job was queued for this version (is the deltas app installed?)")
+    return jobs
+
+
+def make_base_archive(*, version: Version) -> dict[str, Any]:
+    """Write the immutable base archive of a game's first version (never rewritten once there)."""
+    path = storage.base_archive_path(version.game.slug, version.name)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tree = storage.tree_dir(version.game.slug, version.name)
+        if not tree.is_dir():
+            raise BuildError(f"the tree of {version} is missing from the storage; cannot make its base archive")
+        paths = list(version.files.values_list("path", flat=True))
+        safetar.pack_tar_zst(root=tree, paths=paths, dst=path, level=19, threads=2)
+    return {"base_archive": str(path.relative_to(storage.storage_root())), "size": path.stat().st_size}
+
+
+def mark_processing(*, version: Version) -> None:
+    Version.objects.filter(pk=version.pk, status=Version.Status.PENDING).update(status=Version.Status.PROCESSING)
+
+
+def mark_ready(*, version: Version) -> None:
+    """The version's worker jobs are done: it becomes visible (if published) and is announced."""
+    with transaction.atomic():
+        updated = Version.objects.filter(pk=version.pk).exclude(status=Version.Status.READY).update(
+            status=Version.Status.READY, ready_at=timezone.now(), error=""
+        )
+        if updated:
+            version.refresh_from_db()
+            if version.published and version.published_at is None:
+                Version.objects.filter(pk=version.pk).update(published_at=timezone.now())
+                _queue_announce(version=version)
+            transaction.on_commit(lambda: version_ready.send(sender=Version, version=version))
+
+
+def mark_failed(*, version: Version, error: str) -> None:
+    Version.objects.filter(pk=version.pk).update(status=Version.Status.FAILED, error=error[:5000])
+
+
+def publish_version(*, version: Version, published: bool) -> Version:
+    """Publish or unpublish a version; the first publication of a ready version is announced."""
+    with transaction.atomic():
+        version = Version.objects.select_for_update().get(pk=version.pk)
+        version.published = published
+        fields = ["published"]
+        if published and version.status == Version.Status.READY and version.published_at is None:
+            version.published_at = timezone.now()
+            fields.append("published_at")
+            _queue_announce(version=version)
+        version.save(update_fields=fields)
+    return version
+
+
+def _queue_announce(*, version: Version) -> None:
+    ensure_job(
+        kind=Job.Kind.ANNOUNCE,
+        key=f"announce:{version.pk}",
+        task="builds.tasks.announce_version",
+        game=version.game,
+        version=version,
+    )
+
+
+def read_manifest(*, version: Version) -> Manifest:
+    """The version's manifest as recorded in the database (the source the disk copy must match)."""
+    files = version.files.order_by("path").values_list("path", "size", "sha256", "executable")
+    return Manifest(
+        version=version.name,
+        files=tuple(FileRecord(path=p, size=s, sha256=h, executable=x) for p, s, h, x in files),
+    )
+
+
+def version_tree(*, version: Version) -> Path | None:
+    """The version's files on the storage, when its tree is kept there (the latest, or pending deltas)."""
+    tree = storage.tree_dir(version.game.slug, version.name)
+    return tree if tree.is_dir() else None

@@ -1,0 +1,128 @@
+"""Resumable chunked uploads of a build archive (remote push), then the same push service.
+
+The client PUTs chunks with `Content-Range: bytes a-b/total`; a chunk must start where the
+received bytes end (else 409 with `received`, so the client resumes from there). Chunks are
+streamed to disk, never held in memory.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import IO, Any
+
+from django.db import transaction
+from django.http import Http404
+
+from builds import storage
+from builds.models import UploadSession
+from builds.services import BuildError, PushResult, push_version
+from catalog.models import Game
+from mistcore.fsutil import sha256_file
+from mistcore.manifest import validate_version_name
+
+_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+)$")
+ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.zst", ".tzst")
+
+
+class RangeMismatch(BuildError):
+    def __init__(self, message: str, received: int) -> None:
+        super().__init__(message)
+        self.received = received
+
+
+def upload_path(session: UploadSession) -> Path:
+    return storage.storage_root() / "uploads" / f"{session.pk}.part"
+
+
+def start_upload(
+    *, user: Any, game: str, version: str, filename: str, total_size: int, sha256: str = "", notes: str = ""
+) -> UploadSession:
+    """Open an upload session for a new version of an existing game."""
+    found = Game.objects.filter(slug=game).first()
+    if found is None:
+        raise BuildError(f"no game {game!r}: create it first (manage.py new_game)")
+    try:
+        validate_version_name(version)
+    except Exception as exc:
+        raise BuildError(str(exc)) from None
+    if found.versions.filter(name=version).exists():
+        raise BuildError(f"version {version!r} of {game} already exists")
+    if not filename.lower().endswith(ARCHIVE_SUFFIXES):
+        raise BuildError(f"{filename}: upload a .zip or .tar(.gz/.zst) of the build")
+    session = UploadSession.objects.create(
+        game=found, version_name=version, filename=Path(filename).name, total_size=total_size,
+        sha256=sha256, notes=notes, created_by=user,
+    )
+    path = upload_path(session)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch()
+    return session
+
+
+def get_upload(*, upload_id: Any) -> UploadSession:
+    session = UploadSession.objects.select_related("game").filter(pk=upload_id).first()
+    if session is None:
+        raise Http404("No such upload.")
+    return session
+
+
+def write_chunk(*, session: UploadSession, content_range: str, body: IO[bytes]) -> UploadSession:
+    """Append one chunk at the right offset."""
+    match = _RANGE.match(content_range.strip())
+    if not match:
+        raise BuildError("Content-Range must be 'bytes <first>-<last>/<total>'")
+    first, last, total = (int(g) for g in match.groups())
+    if total != session.total_size or last < first or last >= total:
+        raise BuildError(f"Content-Range {content_range!r} does not fit an upload of {session.total_size} bytes")
+    with transaction.atomic():
+        session = UploadSession.objects.select_for_update().get(pk=session.pk)
+        if session.status != UploadSession.Status.OPEN:
+            raise BuildError(f"this upload is {session.status}")
+        if first != session.received:
+            raise RangeMismatch(f"expected a chunk starting at byte {session.received}", session.received)
+        want = last - first + 1
+        path = upload_path(session)
+        with open(path, "r+b") as out:
+            out.seek(first)
+            out.truncate()
+            got = 0
+            while got < want:
+                chunk = body.read(min(1 << 20, want - got))
+                if not chunk:
+                    break
+                out.write(chunk)
+                got += len(chunk)
+        if got != want:
+            # Keep what arrived whole? No: the chunk is the unit; the client resends it.
+            with open(path, "r+b") as out:
+                out.truncate(first)
+            raise BuildError(f"the chunk ended after {got} of {want} bytes; send it again")
+        session.received = last + 1
+        session.save(update_fields=["received", "updated_at"])
+    return session
+
+
+def finalize_upload(*, session: UploadSession, user: Any) -> PushResult:
+    """Check the whole upload and push it as a new version."""
+    if session.status == UploadSession.Status.DONE and session.version_id:
+        raise BuildError("this upload was already pushed")
+    if session.received != session.total_size:
+        raise BuildError(f"upload incomplete: {session.received} of {session.total_size} bytes received")
+    path = upload_path(session)
+    if session.sha256 and sha256_file(path) != session.sha256:
+        UploadSession.objects.filter(pk=session.pk).update(status=UploadSession.Status.FAILED, error="sha256 mismatch")
+        raise BuildError("the uploaded file's sha256 does not match the one announced: upload it again")
+    archive = path.with_name(f"{session.pk}-{session.filename}")
+    path.rename(archive)
+    try:
+        result = push_version(
+            game=session.game, name=session.version_name, source=archive, notes=session.notes, user=user
+        )
+    except BuildError as exc:
+        UploadSession.objects.filter(pk=session.pk).update(status=UploadSession.Status.FAILED, error=str(exc))
+        raise
+    finally:
+        archive.unlink(missing_ok=True)
+    UploadSession.objects.filter(pk=session.pk).update(status=UploadSession.Status.DONE, version=result.version)
+    return result

@@ -1,0 +1,529 @@
+"""Deltas services: direct deltas after a push, chain replay of historical versions, indirect
+(librsync) updates, and the update planner.
+
+The engines and formats are mistcore's, shared with the patcher; this module decides which trees
+to diff, where results live, and records them in the database.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import shutil
+import uuid
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+
+from builds import cache, storage
+from builds import services as builds_services
+from builds.jobs import JobFailed, ensure_job
+from builds.models import Job, Version
+from catalog.models import Game
+from deltas.models import DirectDelta
+from mistcore import delta as mdelta
+from mistcore import indirect as mindirect
+from mistcore import safetar
+from mistcore.errors import MistCoreError
+from mistcore.fsutil import atomic_dir, clone_tree, sha256_file
+from mistcore.manifest import Manifest, diff_manifests
+
+logger = logging.getLogger("mist.deltas")
+
+
+class DeltaError(Exception):
+    """A delta request refused for a reason the caller can fix; the message says which."""
+
+
+# --- Direct deltas -----------------------------------------------------------------------------
+
+
+def queue_direct_delta(*, to_version: Version, user: Any = None, retry_failed: bool = False) -> Job:
+    """Queue the job making the direct delta from the version's parent to it."""
+    if to_version.parent_id is None:
+        raise DeltaError(f"{to_version} is the base version: it has no direct delta")
+    job, _ = ensure_job(
+        kind=Job.Kind.DIRECT_DELTA,
+        key=f"direct:{to_version.parent_id}:{to_version.pk}",
+        task="deltas.tasks.make_direct_delta",
+        game=to_version.game,
+        version=to_version,
+        requested_by=user,
+        retry_failed=retry_failed,
+    )
+    return job
+
+
+def regenerate_direct_delta(*, to_version: Version, user: Any = None) -> Job:
+    """Admin action: make the version's direct delta again (after a failure or a storage repair)."""
+    job = Job.objects.filter(key=f"direct:{to_version.parent_id}:{to_version.pk}").first()
+    if job is not None and job.is_finished:
+        job.delete()
+    return queue_direct_delta(to_version=to_version, user=user)
+
+
+def on_version_pushed(sender: Any, version: Version, user: Any = None, **kwargs: Any) -> list[Job]:
+    """builds.signals.version_pushed receiver: a non-base version needs its direct delta."""
+    return [queue_direct_delta(to_version=version, user=user)]
+
+
+def make_direct_delta(*, to_version: Version) -> DirectDelta:
+    """Write deltas/<parent>__<version>/ and its bundle, record them, and mark the version ready."""
+    parent = to_version.parent
+    if parent is None:
+        raise DeltaError(f"{to_version} has no parent")
+    game = to_version.game
+    builds_services.mark_processing(version=to_version)
+    new_root = builds_services.version_tree(version=to_version)
+    if new_root is None:
+        new_root = reconstruct_version(version=to_version)
+    old_root = builds_services.version_tree(version=parent) or reconstruct_version(version=parent)
+    old_manifest = builds_services.read_manifest(version=parent)
+    new_manifest = builds_services.read_manifest(version=to_version)
+
+    out_dir = storage.delta_dir(game.slug, parent.name, to_version.name)
+    bundle = storage.delta_bundle_path(game.slug, parent.name, to_version.name)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    if out_dir.exists():
+        # A previous attempt finished the folder but died before recording it: check and reuse.
+        manifest = mdelta.DeltaManifest.from_json((out_dir / mdelta.MANIFEST_NAME).read_bytes())
+        if manifest.to_content_hash != new_manifest.content_hash() or manifest.from_content_hash != old_manifest.content_hash():
+            shutil.rmtree(out_dir)
+    if not out_dir.exists():
+        manifest = mdelta.build_direct_delta(
+            old_root=old_root,
+            old_manifest=old_manifest,
+            new_root=new_root,
+            new_manifest=new_manifest,
+            out_dir=out_dir,
+            hdiff_max_bytes=settings.MIST_HDIFF_MAX_BYTES,
+            workers=2,
+        )
+    bundle_size, bundle_sha = mdelta.bundle_delta(delta_dir=out_dir, dst=bundle)
+    manifest_sha = sha256_file(out_dir / mdelta.MANIFEST_NAME)
+    counts: dict[str, int] = {}
+    for op in manifest.ops:
+        counts[op.op] = counts.get(op.op, 0) + 1
+    report = efficiency_report(manifest=manifest)
+    with transaction.atomic():
+        delta, _ = DirectDelta.objects.update_or_create(
+            from_version=parent,
+            to_version=to_version,
+            defaults={
+                "status": DirectDelta.Status.READY,
+                "error": "",
+                "download_size": manifest.download_size,
+                "bundle_size": bundle_size,
+                "bundle_sha256": bundle_sha,
+                "manifest_sha256": manifest_sha,
+                "op_counts": counts,
+                "report": report,
+                "ready_at": timezone.now(),
+            },
+        )
+        Version.objects.filter(pk=to_version.pk).update(update_size=bundle_size)
+        builds_services.mark_ready(version=to_version)
+    _retire_tree(version=parent)
+    logger.info(
+        "direct delta made",
+        extra={"game": game.slug, "from": parent.name, "to": to_version.name, "bundle_bytes": bundle_size},
+    )
+    return delta
+
+
+def efficiency_report(*, manifest: mdelta.DeltaManifest) -> list[dict[str, Any]]:
+    """Per file: what travels against the file's size, flagging files that barely diff."""
+    rows = []
+    for op in manifest.ops:
+        if op.op not in ("patch", "add"):
+            continue
+        size = op.target_size or 0
+        blob = op.blob_size or 0
+        ratio = blob / size if size else 0.0
+        hint = ""
+        if size >= 64 * 1024 and ratio > 0.8:
+            hint = (
+                "the update of this file is nearly as large as the file: it is probably compressed, "
+                "encrypted or repacked as a whole (pack files, .pak/.zip/.bundle); ship such content "
+                "uncompressed or with stable ordering so deltas can find matches"
+            )
+        rows.append(
+            {"path": op.path, "op": op.op, "engine": op.engine, "size": size, "patch_size": blob,
+             "ratio": round(ratio, 4), "hint": hint}
+        )
+    rows.sort(key=lambda r: -r["patch_size"])
+    return rows
+
+
+def _retire_tree(*, version: Version) -> None:
+    """A version's tree leaves the storage once it is neither the latest nor needed for a delta.
+
+    It moves into the cache as that version's reconstructed copy when both are on one disk
+    (a rename), and is simply removed otherwise: chain replay can rebuild it.
+    """
+    game = version.game
+    latest = builds_services.latest_version(game=game)
+    if latest is None or latest.pk == version.pk:
+        return
+    if version.children.exclude(status=Version.Status.READY).exists():
+        return  # a child's direct delta still needs it
+    tree = storage.tree_dir(game.slug, version.name)
+    if not tree.is_dir():
+        return
+    target = storage.cached_version_dir(game.slug, version.name)
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.rename(tree, target)
+        except OSError:
+            shutil.rmtree(tree, ignore_errors=True)
+            return
+        cache.register(key=f"version:{version.pk}", path=target, size=version.total_size)
+    else:
+        shutil.rmtree(tree, ignore_errors=True)
+
+
+# --- Chain replay -------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _reconstruction_lock(version: Version) -> Iterator[None]:
+    """One reconstruction per version at a time, across workers and hosts.
+
+    PostgreSQL: a session advisory lock (released by the server if the worker dies). The embedded
+    SQLite demo runs one host, where a lock file in the cache does the same job.
+    """
+    if connection.vendor == "postgresql":
+        key = zlib.crc32(f"mist-reconstruct:{version.pk}".encode())
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_lock(%s)", [key])
+        try:
+            yield
+        finally:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(%s)", [key])
+    else:
+        lock_path = storage.work_dir() / f"reconstruct-{version.pk}.lock"
+        with open(lock_path, "w") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _cached_tree(version: Version) -> Path | None:
+    tree = builds_services.version_tree(version=version)
+    if tree is not None:
+        return tree
+    cached = storage.cached_version_dir(version.game.slug, version.name)
+    if cached.is_dir():
+        cache.touch(key=f"version:{version.pk}")
+        return cached
+    return None
+
+
+def reconstruct_version(*, version: Version) -> Path:
+    """A folder with the version's files: the storage tree, the cache, or rebuilt by chain replay.
+
+    Chain replay starts from the nearest version at or below this one whose files are at hand
+    (a kept tree, a cached copy, or the immutable base archive) and applies the direct deltas
+    forward, each file verified against its sha256 as it is written, and the result once more in
+    full before it is cached.
+    """
+    found = _cached_tree(version)
+    if found is not None:
+        return found
+    with _reconstruction_lock(version):
+        found = _cached_tree(version)  # another worker may have built it while we waited
+        if found is not None:
+            return found
+        return _replay(version)
+
+
+def _replay(version: Version) -> Path:
+    game = version.game
+    chain: list[Version] = []
+    start: Version | None = version
+    start_tree: Path | None = None
+    while start is not None:
+        start_tree = _cached_tree(start) if start.pk != version.pk else None
+        if start_tree is not None:
+            break
+        chain.append(start)
+        if start.parent_id is None:
+            break
+        start = start.parent
+    chain.reverse()  # oldest first; chain[0] is the base when no tree was found
+    target = storage.cached_version_dir(game.slug, version.name)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    work = storage.work_dir() / f"replay-{uuid.uuid4().hex}"
+    try:
+        with atomic_dir(target, replace=True) as tmp:
+            tmp.rmdir()
+            if start_tree is not None:
+                clone_tree(start_tree, tmp)  # hardlinks: replaced files get new inodes, originals stay
+                steps = chain
+            else:
+                base = chain[0]
+                archive = storage.base_archive_path(game.slug, base.name)
+                if not archive.is_file():
+                    raise DeltaError(f"the base archive of {game.slug} ({archive.name}) is missing")
+                safetar.extract_tar_zst(src=archive, dest=tmp, max_total_bytes=base.total_size)
+                _verify_tree(tmp, builds_services.read_manifest(version=base))
+                steps = chain[1:]
+            for step in steps:
+                delta_dir = storage.delta_dir(game.slug, step.parent.name, step.name)
+                if not (delta_dir / mdelta.MANIFEST_NAME).is_file():
+                    raise DeltaError(f"the direct delta {step.parent.name} -> {step.name} is missing")
+                step_work = work / step.name
+                step_work.mkdir(parents=True)
+                mdelta.apply_delta_dir(delta_dir=delta_dir, install_root=tmp, work_dir=step_work)
+            _verify_tree(tmp, builds_services.read_manifest(version=version))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    cache.register(key=f"version:{version.pk}", path=target, size=version.total_size)
+    logger.info("version reconstructed", extra={"game": game.slug, "version": version.name, "steps": len(chain)})
+    return target
+
+
+def _verify_tree(root: Path, manifest: Manifest) -> None:
+    expected = manifest.by_path()
+    present = set()
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            rel = Path(dirpath, name).relative_to(root).as_posix()
+            if rel == ".mist-journal.json":
+                continue
+            present.add(rel)
+            record = expected.get(rel)
+            if record is None:
+                raise DeltaError(f"chain replay of {manifest.version}: unexpected file {rel}")
+            path = Path(dirpath, name)
+            if path.stat().st_size != record.size or sha256_file(path) != record.sha256:
+                raise DeltaError(f"chain replay of {manifest.version}: {rel} does not match its sha256")
+    missing = set(expected) - present
+    if missing:
+        raise DeltaError(f"chain replay of {manifest.version}: {sorted(missing)[0]} is missing")
+
+
+# --- Indirect updates ---------------------------------------------------------------------------
+
+
+def request_indirect_update(
+    *, game: Game, to_version: Version, signatures_upload: Any, paths: list[str], user: Any
+) -> Job:
+    """Validate a signature upload now (bad input is a 400, not a failed job) and queue the job."""
+    manifest = builds_services.read_manifest(version=to_version)
+    known = manifest.by_path()
+    if not paths:
+        raise DeltaError("paths: list at least one file")
+    if len(paths) > len(known):
+        raise DeltaError("paths: more paths than the version has files")
+    for path in paths:
+        if path not in known:
+            raise DeltaError(f"paths: {path!r} is not a file of version {to_version.name}")
+    job_id = uuid.uuid4()
+    upload_dir = storage.work_dir() / f"indirect-{job_id}"
+    upload_dir.mkdir(parents=True)
+    try:
+        tar_path = upload_dir / "signatures.tar"
+        limit = settings.MIST_MAX_SIGNATURE_UPLOAD_BYTES
+        written = 0
+        with open(tar_path, "wb") as out:
+            for chunk in signatures_upload.chunks():
+                written += len(chunk)
+                if written > limit:
+                    raise DeltaError(f"signatures: upload larger than {limit} bytes")
+                out.write(chunk)
+        sigs_dir = upload_dir / "sigs"
+        try:
+            signatures = mindirect.read_signature_set(
+                src=tar_path, dest_dir=sigs_dir, allowed_paths=set(paths), max_bytes=limit
+            )
+        except MistCoreError as exc:
+            raise DeltaError(f"signatures: {exc}") from None
+        tar_path.unlink()
+        job, _ = ensure_job(
+            kind=Job.Kind.INDIRECT,
+            key=f"indirect:{job_id}",
+            task="deltas.tasks.make_indirect_bundle",
+            game=game,
+            version=to_version,
+            requested_by=user,
+            params={
+                "paths": paths,
+                "upload_dir": str(upload_dir),
+                "signatures": {path: sig.name for path, sig in signatures.items()},
+            },
+        )
+    except BaseException:
+        shutil.rmtree(upload_dir, ignore_errors=True)
+        raise
+    return job
+
+
+def make_indirect_bundle(*, job: Job) -> dict[str, Any]:
+    """The worker half of an indirect update: rdiff deltas of the requested files, packed."""
+    version = job.version
+    upload_dir = Path(job.params["upload_dir"])
+    sigs_dir = upload_dir / "sigs"
+    if not sigs_dir.is_dir():
+        raise JobFailed("the signature upload of this request is gone; ask for a new update plan")
+    paths = list(job.params["paths"])
+    signatures = {path: sigs_dir / name for path, name in job.params["signatures"].items()}
+    basis_info = json.loads((sigs_dir / mindirect.SIGNATURES_JSON).read_bytes())["files"] if signatures else {}
+    target_root = reconstruct_version(version=version)
+    out = storage.indirect_bundle_path(str(job.pk))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    manifest = mindirect.build_indirect_bundle(
+        signatures=signatures,
+        basis_info=basis_info,
+        target_root=target_root,
+        target_manifest=builds_services.read_manifest(version=version),
+        paths=paths,
+        out=out,
+    )
+    size = out.stat().st_size
+    sha = sha256_file(out)
+    cache.register(key=f"indirect:{job.pk}", path=out, size=size, sha256=sha)
+    shutil.rmtree(upload_dir, ignore_errors=True)
+    return {
+        "path": str(out.relative_to(storage.cache_root())),
+        "url": f"/dl/indirect/{job.pk}",
+        "size": size,
+        "sha256": sha,
+        "files": len(manifest.ops) if hasattr(manifest, "ops") else len(paths),
+    }
+
+
+def discard_indirect_upload(*, job: Job) -> None:
+    shutil.rmtree(Path(job.params.get("upload_dir", "/nonexistent")), ignore_errors=True)
+
+
+# --- The update planner -------------------------------------------------------------------------
+
+# Estimates for routes whose exact size is only known after the work is done.
+RDIFF_RATIO_ESTIMATE = 0.6  # rdiff deltas of changed native code measured 54-59% of the file
+ZSTD_RATIO_ESTIMATE = 0.6
+SIGNATURE_BYTES_PER_BLOCK = 40
+SIGNATURE_BLOCK = 2048
+
+
+@dataclass
+class UpdatePlan:
+    game: str
+    from_version: str | None
+    to_version: str
+    route: str
+    reason: str
+    download_bytes: int
+    disk_bytes: int
+    alternatives: dict[str, int] = field(default_factory=dict)
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    indirect_paths: list[str] = field(default_factory=list)
+    full_size: int = 0
+
+
+def _direct_chain(from_version: Version, to_version: Version) -> list[DirectDelta] | None:
+    """The ready direct deltas leading from one version forward to another, or None."""
+    chain: list[DirectDelta] = []
+    current = to_version
+    while current.pk != from_version.pk:
+        if current.parent_id is None:
+            return None
+        delta = DirectDelta.objects.filter(
+            from_version_id=current.parent_id, to_version=current, status=DirectDelta.Status.READY
+        ).select_related("from_version", "to_version").first()
+        if delta is None:
+            return None
+        chain.append(delta)
+        current = current.parent
+    chain.reverse()
+    return chain
+
+
+def _estimate_indirect(old: Manifest, new: Manifest) -> tuple[int, list[str]]:
+    changes = diff_manifests(old, new)
+    new_map, old_map = new.by_path(), old.by_path()
+    old_shas = {r.sha256 for r in old.files}
+    paths = sorted(changes.added + changes.changed)
+    total = 0
+    for path in paths:
+        target = new_map[path]
+        if target.sha256 in old_shas:
+            continue  # the client can copy it locally
+        basis = old_map.get(path)
+        if basis is not None:
+            total += (basis.size // SIGNATURE_BLOCK + 1) * SIGNATURE_BYTES_PER_BLOCK
+            total += int(target.size * RDIFF_RATIO_ESTIMATE)
+        else:
+            total += int(target.size * ZSTD_RATIO_ESTIMATE)
+    return total, paths
+
+
+def plan_update(
+    *, game: Game, from_version: Version | None, to_version: Version, local_manifest: Manifest | None = None,
+    archive_size: int | None = None,
+) -> UpdatePlan:
+    """Pick the cheapest route by bytes: a chain of direct bundles, an indirect bundle, or full files."""
+    new_manifest = builds_services.read_manifest(version=to_version)
+    full = archive_size or int(to_version.total_size * ZSTD_RATIO_ESTIMATE)
+    base = {"game": game.slug, "to_version": to_version.name, "full_size": full}
+    if from_version is not None and from_version.pk == to_version.pk:
+        return UpdatePlan(from_version=from_version.name, route="none", reason="already at this version",
+                          download_bytes=0, disk_bytes=0, **base)
+    old_manifest = local_manifest
+    if old_manifest is None and from_version is not None:
+        old_manifest = builds_services.read_manifest(version=from_version)
+    alternatives: dict[str, int] = {"full": full}
+    chain = None
+    if from_version is not None and from_version.seq < to_version.seq:
+        chain = _direct_chain(from_version, to_version)
+        if chain is not None:
+            alternatives["direct"] = sum(d.bundle_size for d in chain)
+    indirect_paths: list[str] = []
+    if old_manifest is not None:
+        alternatives["indirect"], indirect_paths = _estimate_indirect(old_manifest, new_manifest)
+    # The direct chain's size is exact; estimates must beat it clearly to win.
+    ranked = sorted(alternatives.items(), key=lambda kv: (kv[1] * (1.0 if kv[0] == "direct" else 1.15), kv[0]))
+    route, cost = ranked[0]
+    others = ", ".join(f"{name} ~{_mb(size)}" for name, size in ranked[1:])
+    changed_bytes = sum(new_manifest.by_path()[p].size for p in indirect_paths)
+    if route == "direct":
+        reason = f"a chain of {len(chain or [])} direct update(s) ({_mb(cost)}) is cheapest" + (f"; {others}" if others else "")
+        disk = max((d.to_version.total_size for d in chain or []), default=0) // 4 + cost
+    elif route == "indirect":
+        reason = (f"{len(indirect_paths)} file(s) differ: an indirect update (~{_mb(cost)}) is cheapest"
+                  + (f"; {others}" if others else ""))
+        disk = changed_bytes + cost
+    else:
+        why = "no direct chain leads there and the changed files are most of the game" if old_manifest else "no local version to start from"
+        reason = f"a full download ({_mb(cost)}): {why}"
+        disk = to_version.total_size + cost
+    steps = []
+    if route == "direct":
+        for d in chain or []:
+            steps.append({
+                "kind": "direct", "from_version": d.from_version.name, "to_version": d.to_version.name,
+                "url": f"/dl/direct/{game.slug}/{d.from_version.name}__{d.to_version.name}",
+                "size": d.bundle_size, "sha256": d.bundle_sha256,
+            })
+    return UpdatePlan(
+        from_version=from_version.name if from_version else None, route=route, reason=reason,
+        download_bytes=cost, disk_bytes=disk, alternatives=alternatives, steps=steps,
+        indirect_paths=indirect_paths if route == "indirect" else indirect_paths, **base,
+    )
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.1f} MB"

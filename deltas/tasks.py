@@ -1,0 +1,39 @@
+"""django-q2 tasks of the deltas app: each takes a Job id and calls one service via run_job."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from builds import services as builds_services
+from builds.jobs import run_job
+from builds.models import Job
+from deltas import services
+
+
+def _version_failed(job: Job, error: str) -> None:
+    if job.version_id:
+        builds_services.mark_failed(version=job.version, error=error)
+
+
+def make_direct_delta(job_id: str) -> None:
+    def handle(job: Job) -> dict[str, Any]:
+        delta = services.make_direct_delta(to_version=job.version)
+        return {"download_size": delta.download_size, "bundle_size": delta.bundle_size, "ops": delta.op_counts}
+
+    run_job(job_id, handle, on_failure=_version_failed)
+
+
+def make_indirect_bundle(job_id: str) -> None:
+    run_job(
+        job_id,
+        lambda job: services.make_indirect_bundle(job=job),
+        on_failure=lambda job, error: services.discard_indirect_upload(job=job),
+    )
+
+
+def reconstruct(job_id: str) -> None:
+    def handle(job: Job) -> dict[str, Any]:
+        path = services.reconstruct_version(version=job.version)
+        return {"path": str(path)}
+
+    run_job(job_id, handle)
