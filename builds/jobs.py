@@ -27,7 +27,9 @@ from builds.models import Job
 
 logger = logging.getLogger("mist.jobs")
 
-HEARTBEAT_SECONDS = 5
+def _heartbeat_seconds() -> float:
+    """Beat several times per staleness window, so a live job never looks dead."""
+    return max(0.5, min(5.0, settings.MIST_JOB_STALE_SECONDS / 4))
 
 
 class JobFailed(Exception):
@@ -135,7 +137,7 @@ class _Heartbeat(threading.Thread):
 
     def run(self) -> None:
         try:
-            while not self.stopped.wait(HEARTBEAT_SECONDS):
+            while not self.stopped.wait(_heartbeat_seconds()):
                 Job.objects.filter(pk=self.job_id, status=Job.Status.RUNNING).update(heartbeat_at=timezone.now())
         except Exception:  # a lost heartbeat only makes the job look stale sooner
             logger.exception("job heartbeat failed", extra={"job": str(self.job_id)})

@@ -91,7 +91,7 @@ def _iter_zip(path: Path) -> Iterator[Member]:
                 continue
             if stat.S_ISLNK(mode):
                 raise BuildError(f"{info.filename}: symbolic links are not allowed in a build")
-            if mode and not stat.S_ISREG(mode):
+            if stat.S_IFMT(mode) not in (0, stat.S_IFREG):  # zips made on Windows carry no type bits
                 raise BuildError(f"{info.filename}: only regular files are allowed in a build")
             with zf.open(info) as fh:
                 yield info.filename, fh, bool(mode & stat.S_IXUSR)
@@ -254,8 +254,9 @@ def push_version(
                 ],
                 batch_size=2000,
             )
-            queued = _queue_processing(version=version, user=user)
-            transaction.on_commit(lambda: point_depot(game=locked, version=version))
+            queued = queue_processing(version=version, user=user)
+        # After the commit: a crash between the commit and this rename is mended by sweep_staging.
+        point_depot(game=locked, version=version)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         if not game.versions.filter(name=name).exists():
@@ -269,7 +270,7 @@ def push_version(
     return PushResult(version=version, queued=queued)
 
 
-def _queue_processing(*, version: Version, user: Any = None) -> list[Job]:
+def queue_processing(*, version: Version, user: Any = None) -> list[Job]:
     """The jobs that make a pushed version ready: the base archive, or a direct delta (deltas app)."""
     if version.parent_id is None:
         job, _ = ensure_job(

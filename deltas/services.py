@@ -27,7 +27,7 @@ from django.utils import timezone
 from builds import cache, storage
 from builds import services as builds_services
 from builds.jobs import JobFailed, ensure_job
-from builds.models import Job, Version
+from builds.models import CacheEntry, Job, Version
 from catalog.models import Game
 from deltas.models import DirectDelta
 from mistcore import delta as mdelta
@@ -93,6 +93,9 @@ def make_direct_delta(*, to_version: Version) -> DirectDelta:
     out_dir = storage.delta_dir(game.slug, parent.name, to_version.name)
     bundle = storage.delta_bundle_path(game.slug, parent.name, to_version.name)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
+    # Temp folders and files of an attempt killed mid-way (see mistcore.fsutil's naming).
+    for leftover in out_dir.parent.glob(f".{out_dir.name}*.tmp-*"):
+        shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink(missing_ok=True)
     if out_dir.exists():
         # A previous attempt finished the folder but died before recording it: check and reuse.
         manifest = mdelta.DeltaManifest.from_json((out_dir / mdelta.MANIFEST_NAME).read_bytes())
@@ -527,3 +530,96 @@ def plan_update(
 
 def _mb(n: int) -> str:
     return f"{n / 1e6:.1f} MB"
+
+
+# --- Removing a version -------------------------------------------------------------------------
+
+
+@dataclass
+class RemoveResult:
+    removed: str
+    messages: list[str] = field(default_factory=list)
+    queued: list[Job] = field(default_factory=list)
+
+
+def _materialize_in_storage(version: Version) -> None:
+    """Make sure the version's files sit in the storage trees (copied from a replay if needed)."""
+    if builds_services.version_tree(version=version) is not None:
+        return
+    source = reconstruct_version(version=version)
+    target = storage.tree_dir(version.game.slug, version.name)
+    with atomic_dir(target) as tmp:
+        tmp.rmdir()
+        shutil.copytree(source, tmp, symlinks=False)
+
+
+def remove_version(*, version: Version, force: bool = False) -> RemoveResult:
+    """Remove a version; its child is re-linked to its parent and gets a new direct delta.
+
+    Removing the base or the only version loses data a friend might still need (the immutable
+    base archive, or every file of the game), so it is refused unless `force` is given.
+    """
+    game = version.game
+    child = version.children.order_by("seq").first()
+    parent = version.parent
+    latest = builds_services.latest_version(game=game)
+    result = RemoveResult(removed=version.name)
+    if child is None and parent is None and not force:
+        raise DeltaError(
+            f"{version.name} is the only version of {game.slug}: removing it deletes the game's files "
+            "(the base archive and the depot). Use --force to do it anyway."
+        )
+    if parent is None and child is not None and not force:
+        raise DeltaError(
+            f"{version.name} is the base of {game.slug}: removing it rewrites the immutable base archive from "
+            f"{child.name}, and installs of {version.name} can then only update by indirect or full download. "
+            "Use --force to do it anyway."
+        )
+    # Files the re-linked history needs must be at hand before the deltas through this version go.
+    if child is not None:
+        _materialize_in_storage(child)
+    if latest is not None and latest.pk == version.pk and parent is not None:
+        _materialize_in_storage(parent)
+    slug = game.slug
+    doomed = [
+        storage.manifest_path(slug, version.name),
+        storage.tree_dir(slug, version.name),
+        storage.cached_version_dir(slug, version.name),
+        storage.archive_path(slug, version.name),
+    ]
+    if parent is not None:
+        doomed += [storage.delta_dir(slug, parent.name, version.name), storage.delta_bundle_path(slug, parent.name, version.name)]
+    if child is not None:
+        doomed += [storage.delta_dir(slug, version.name, child.name), storage.delta_bundle_path(slug, version.name, child.name)]
+    if parent is None:
+        doomed.append(storage.base_archive_path(slug, version.name))
+    with transaction.atomic():
+        Job.objects.filter(version=version).delete()
+        Version.objects.filter(pk=version.pk).delete()
+        cache_keys = [f"version:{version.pk}", f"archive:{version.pk}"]
+        CacheEntry.objects.filter(key__in=cache_keys).delete()
+        if child is not None:
+            child.parent = parent
+            child.status = Version.Status.PENDING
+            child.update_size = None
+            child.save(update_fields=["parent", "status", "update_size"])
+            Job.objects.filter(version=child, kind__in=[Job.Kind.DIRECT_DELTA, Job.Kind.PROCESS_VERSION]).delete()
+            if parent is None:
+                result.queued = builds_services.queue_processing(version=child)
+                result.messages.append(f"{child.name} is the new base: its base archive is being written")
+            else:
+                result.queued = [queue_direct_delta(to_version=child)]
+                result.messages.append(f"{child.name} now follows {parent.name}: a new direct delta is queued")
+        if latest is not None and latest.pk == version.pk:
+            if parent is not None:
+                transaction.on_commit(lambda: builds_services.point_depot(game=game, version=parent))
+                result.messages.append(f"{parent.name} is the latest version again")
+            else:
+                transaction.on_commit(lambda: storage.depot_dir(slug).unlink(missing_ok=True))
+    for path in doomed:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    logger.info("version removed", extra={"game": slug, "version": version.name})
+    return result

@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import stat
 import tarfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -248,35 +248,34 @@ def pack_tar_zst(
         counter = HashingWriter(raw)
         zw = cctx.stream_writer(counter, closefd=False)
         try:
-            _write_tar(zw, root, names, extra)
+            _write_tar(zw, names, lambda name: root.joinpath(*name.split("/")), extra)
         finally:
             zw.close()  # after the tar is closed: the tar's end blocks must go into the frame
     return counter.count, counter.hexdigest()
 
 
-def pack_tar(*, root: Path, paths: Iterable[str], dst: Path, extra_files: dict[str, bytes] | None = None) -> tuple[int, str]:
-    """Pack files into a deterministic uncompressed tar; return (size, sha256)."""
+def pack_tar(*, members: dict[str, Path], dst: Path, extra_files: dict[str, bytes] | None = None) -> tuple[int, str]:
+    """Pack ``{archive name: file}`` plus ``extra_files`` into a deterministic uncompressed tar; (size, sha256)."""
     extra = dict(extra_files or {})
-    names = sorted(set(paths) | set(extra))
+    names = sorted(set(members) | set(extra))
     seen = PathSet()
     for name in names:
         validate_relpath(name)
         seen.add(name)
     with atomic_write(dst) as raw:
         counter = HashingWriter(raw)
-        _write_tar(counter, Path(root), names, extra)
+        _write_tar(counter, names, lambda name: Path(members[name]), extra)
     return counter.count, counter.hexdigest()
 
 
-def _write_tar(fileobj: Any, root: Path, names: list[str], extra: dict[str, bytes]) -> None:
+def _write_tar(fileobj: Any, names: list[str], source: Callable[[str], Path], extra: dict[str, bytes]) -> None:
     with tarfile.open(fileobj=fileobj, mode="w|", format=tarfile.PAX_FORMAT, encoding="utf-8") as tf:
         for name in names:
             if name in extra:
                 data = extra[name]
                 tf.addfile(_tarinfo(name, len(data), False), _BytesReader(data))
                 continue
-            path = root.joinpath(*name.split("/"))
-            with open_regular(path, what=repr(name)) as f:
+            with open_regular(source(name), what=repr(name)) as f:
                 st = os.fstat(f.fileno())
                 tf.addfile(_tarinfo(name, st.st_size, bool(st.st_mode & stat.S_IXUSR)), f)
 
@@ -301,3 +300,13 @@ __all__ = [
     "pack_tar_zst",
     "write_member",
 ]
+
+
+def iter_tar_fileobj(
+    fileobj: IO[bytes], *, max_members: int, max_total_bytes: int, max_file_bytes: int | None = None
+) -> Iterator[tuple[str, int, MemberReader]]:
+    """Like ``iter_tar`` for an already-open uncompressed tar stream (e.g. ``gzip.open(...)``)."""
+    with fileobj:
+        yield from _iter_tar_stream(
+            fileobj, max_members=max_members, max_total_bytes=max_total_bytes, max_file_bytes=max_file_bytes
+        )

@@ -4,8 +4,10 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from builds.models import Version
 from builds.services import BuildError, push_version
 from catalog.models import Game
+from deltas.models import DirectDelta
 
 
 class _Progress:
@@ -52,6 +54,10 @@ class Command(BaseCommand):
         parser.add_argument("path", type=Path)
         parser.add_argument("--notes", default="", help="Release notes")
         parser.add_argument("--unpublished", action="store_true", help="Keep it hidden from friends when ready")
+        parser.add_argument(
+            "--wait", type=int, default=0, metavar="SECONDS",
+            help="Wait up to SECONDS for the worker, then print the patch-efficiency report",
+        )
 
     def handle(self, *args: object, **opts: object) -> None:
         game = Game.objects.filter(slug=opts["slug"]).first()
@@ -78,4 +84,40 @@ class Command(BaseCommand):
         )
         for job in result.queued:
             self.stdout.write(f"queued {job.kind} job {job.pk} ({job.key})")
-        self.stdout.write("the worker (manage.py qcluster) makes it ready; `manage.py ls` shows progress")
+        if not opts["wait"]:
+            self.stdout.write("the worker (manage.py qcluster) makes it ready; `manage.py delta_report` shows sizes")
+            return
+        deadline = time.monotonic() + opts["wait"]
+        while time.monotonic() < deadline:
+            v.refresh_from_db()
+            if v.status in (Version.Status.READY, Version.Status.FAILED):
+                break
+            time.sleep(1)
+        if v.status == Version.Status.FAILED:
+            raise CommandError(f"the worker failed to process {v.name}: {v.error}")
+        if v.status != Version.Status.READY:
+            raise CommandError(f"{v.name} is still {v.status} after {opts['wait']}s: is the worker running?")
+        delta = DirectDelta.objects.filter(to_version=v).first()
+        write_report(self, v, delta)
+
+
+def write_report(command: BaseCommand, version: Version, delta: DirectDelta | None) -> None:
+    """Per file: patch size against file size, with a hint where a file barely diffs."""
+    out = command.stdout
+    if delta is None:
+        out.write(f"{version.name} is the base version: no update to report")
+        return
+    out.write(
+        f"update {delta.from_version.name} -> {version.name}: {delta.bundle_size / 1e6:,.2f} MB to download "
+        f"for a {version.total_size / 1e6:,.1f} MB game ({100 * delta.bundle_size / max(version.total_size, 1):.1f}%)"
+    )
+    counts = ", ".join(f"{n} {op}" for op, n in sorted(delta.op_counts.items()))
+    out.write(f"operations: {counts}")
+    out.write(f"{'patch':>12} {'file':>12} {'ratio':>6}  engine        path")
+    for row in delta.report[:40]:
+        out.write(
+            f"{row['patch_size'] / 1e6:>10.3f}MB {row['size'] / 1e6:>10.3f}MB {row['ratio']:>6.2f}  "
+            f"{row['engine'] or '-':13} {row['path']}"
+        )
+        if row["hint"]:
+            out.write(command.style.WARNING(f"    ! {row['hint']}"))

@@ -1,0 +1,60 @@
+"""Seed the embedded demo: an admin, a friend, and a demo game with three generated versions."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandParser
+
+from builds.services import push_version
+from catalog.models import Game
+from mist.testing.gamedata import make_build, next_version
+
+DEMO_ACCOUNTS = {
+    "admin": ("mist-demo-admin", True),
+    "friend": ("mist-demo-friend", False),
+}
+VERSIONS = ["1.0.0", "1.1.0", "1.2.0"]
+
+
+class Command(BaseCommand):
+    help = "Create demo accounts and a demo game with three versions pushed through the real pipeline."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--server-url", default="http://127.0.0.1:8000")
+
+    def handle(self, *args: object, **opts: object) -> None:
+        User = get_user_model()
+        for username, (password, staff) in DEMO_ACCOUNTS.items():
+            user, created = User.objects.get_or_create(username=username)
+            if created:
+                user.set_password(password)
+                user.is_staff = user.is_superuser = staff
+                user.save()
+        game, _ = Game.objects.get_or_create(
+            slug="starfall", defaults={"title": "Starfall (demo)", "description_override": (
+                "A generated demo game: three versions pushed through Mist's real pipeline, so the "
+                "store shows update sizes and the patcher has something to update."
+            )},
+        )
+        with tempfile.TemporaryDirectory(prefix="mist-demo-") as tmp:
+            previous = make_build(Path(tmp) / VERSIONS[0], seed=42, scale=4)
+            builds = {VERSIONS[0]: previous}
+            for step, name in enumerate(VERSIONS[1:], start=1):
+                previous = next_version(previous, Path(tmp) / name, seed=42, step=step)
+                builds[name] = previous
+            for name, src in builds.items():
+                if game.versions.filter(name=name).exists():
+                    continue
+                result = push_version(game=game, name=name, source=src, notes=f"Demo release {name}.")
+                queued = ", ".join(job.kind for job in result.queued)
+                self.stdout.write(f"pushed {game.slug} {name} ({result.version.total_size / 1e6:.1f} MB); queued: {queued}")
+        url = opts["server_url"]
+        self.stdout.write("")
+        self.stdout.write(self.style.SUCCESS(f"Mist demo is ready at {url}/"))
+        for username, (password, staff) in DEMO_ACCOUNTS.items():
+            role = "admin (also /admin/)" if staff else "friend"
+            self.stdout.write(f"  {role:22} username: {username:8} password: {password}")
+        self.stdout.write(f"  patcher: mist-patcher --server {url} login --username friend")
