@@ -610,12 +610,12 @@ def remove_version(*, version: Version, force: bool = False) -> RemoveResult:
             else:
                 result.queued = [queue_direct_delta(to_version=child)]
                 result.messages.append(f"{child.name} now follows {parent.name}: a new direct delta is queued")
-        if latest is not None and latest.pk == version.pk:
-            if parent is not None:
-                transaction.on_commit(lambda: builds_services.point_depot(game=game, version=parent))
-                result.messages.append(f"{parent.name} is the latest version again")
-            else:
-                transaction.on_commit(lambda: storage.depot_dir(slug).unlink(missing_ok=True))
+    if latest is not None and latest.pk == version.pk:
+        if parent is not None:
+            builds_services.point_depot(game=game, version=parent)
+            result.messages.append(f"{parent.name} is the latest version again")
+        else:
+            storage.depot_dir(slug).unlink(missing_ok=True)
     for path in doomed:
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path, ignore_errors=True)
