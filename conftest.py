@@ -23,6 +23,22 @@ def mist_roots(settings: Any, tmp_path: Path) -> dict[str, Path]:
     return {"storage": storage, "cache": cache}
 
 
+@pytest.fixture(autouse=True)
+def plain_static_storage(settings: Any) -> None:
+    # Production uses whitenoise's manifest storage, which needs `collectstatic` first; tests render
+    # templates straight from the source tree.
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
+
+
+@pytest.fixture(autouse=True)
+def fast_password_hashing(settings: Any) -> None:
+    # Argon2 costs ~0.4 s per persona and login; tests that are about password storage override this.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher", *settings.PASSWORD_HASHERS]
+
+
 def _make_user(django_user_model: Any, username: str, **extra: Any) -> Any:
     return django_user_model.objects.create_user(username=username, password=f"{username}-Passw0rd!", **extra)
 

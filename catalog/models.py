@@ -6,7 +6,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import models
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
 
 
 class GameQuerySet(models.QuerySet["Game"]):
@@ -16,7 +16,18 @@ class GameQuerySet(models.QuerySet["Game"]):
             return self.none()
         if user.is_staff:
             return self.all()
-        return self.filter(Q(is_private=False) | Q(grants__user=user)).distinct()
+        # EXISTS rather than a join + DISTINCT: keeps the query annotatable and paging cheap.
+        granted = GameGrant.objects.filter(game=OuterRef("pk"), user=user)
+        return self.filter(Q(is_private=False) | Q(Exists(granted)))
+
+    def search(self, text: str) -> GameQuerySet:
+        """Games whose title, Steam name or slug contains `text` (case-insensitive)."""
+        text = text.strip()
+        if not text:
+            return self
+        return self.filter(
+            Q(title__icontains=text) | Q(steam_name__icontains=text) | Q(slug__icontains=text.replace(" ", "-"))
+        )
 
 
 class Game(models.Model):
@@ -36,6 +47,8 @@ class Game(models.Model):
     header_image_override = models.URLField(max_length=500, blank=True)
     # Local copy of the header image (relative to MEDIA_ROOT), so the store never depends on a CDN.
     header_image_cached = models.CharField(max_length=300, blank=True)
+    # The source URL the cached copy was downloaded from: a changed source means a new download.
+    header_image_cached_from = models.URLField(max_length=500, blank=True)
 
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -55,6 +68,11 @@ class Game(models.Model):
     @property
     def header_image_source(self) -> str:
         return self.header_image_override or self.steam_header_url
+
+    @property
+    def header_image_cached_name(self) -> str:
+        """File name of the local header copy (content-addressed, so its URL can be cached forever)."""
+        return self.header_image_cached.rsplit("/", 1)[-1]
 
 
 class GameGrant(models.Model):

@@ -65,6 +65,7 @@ MIST_JOB_MAX_ATTEMPTS = env.int("MIST_JOB_MAX_ATTEMPTS", default=3)
 MIST_JOB_STALE_SECONDS = env.int("MIST_JOB_STALE_SECONDS", default=90)
 MIST_PUBLIC_URL = env.str("MIST_PUBLIC_URL", default="")
 DISCORD_WEBHOOK_URL = env.str("DISCORD_WEBHOOK_URL", default="")
+MIST_STEAM_TIMEOUT = env.float("MIST_STEAM_TIMEOUT", default=5.0)
 STEAM_APPDETAILS_URL = env.str(
     "STEAM_APPDETAILS_URL", default="https://store.steampowered.com/api/appdetails"
 )
