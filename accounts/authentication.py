@@ -1,25 +1,41 @@
-"""JWT authentication for the API: Bearer tokens carrying a `scope` claim (admin or user)."""
+"""JWT authentication for the API: Bearer tokens carrying a `scope` claim (admin or user).
+
+Beyond simplejwt's checks, every request re-checks the account and the device against the
+database, so deactivating a user or revoking a device cuts its tokens off at the next request
+rather than when they expire.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from rest_framework.exceptions import AuthenticationFailed
+from rest_framework.request import Request
 from rest_framework_simplejwt.authentication import JWTAuthentication
-from rest_framework_simplejwt.tokens import RefreshToken
 
+from accounts.addresses import client_address
+from accounts.services import DeviceRevoked, device_for_claim, touch_device
+from accounts.tokens import DEVICE_CLAIM, token_pair_for
 
-def token_pair_for(user: Any) -> dict[str, str]:
-    """Issue an access + refresh pair whose scope reflects the user's current role."""
-    refresh = RefreshToken.for_user(user)
-    refresh["scope"] = user.scope
-    access = refresh.access_token
-    access["scope"] = user.scope
-    return {"access": str(access), "refresh": str(refresh), "scope": user.scope}
+__all__ = ["MistJWTAuthentication", "token_pair_for"]
 
 
 class MistJWTAuthentication(JWTAuthentication):
-    """simplejwt, plus: an inactive user is cut off at the next request, whatever the token says."""
+    """simplejwt, plus: inactive users and revoked devices are refused at the next request."""
+
+    def authenticate(self, request: Request) -> tuple[Any, Any] | None:
+        result = super().authenticate(request)
+        if result is None:
+            return None
+        user, token = result
+        claim = token.get(DEVICE_CLAIM)
+        if claim is not None:
+            try:
+                device = device_for_claim(user=user, claim=claim)
+            except DeviceRevoked as exc:
+                raise AuthenticationFailed(str(exc), code="device_revoked") from exc
+            touch_device(device=device, address=client_address(request))
+        return user, token
 
     def get_user(self, validated_token: Any) -> Any:
         user = super().get_user(validated_token)

@@ -45,7 +45,7 @@ def _version_data(version: Version) -> dict[str, Any]:
 class GameListView(APIView):
     """The games the caller may see, with their latest version."""
 
-    @extend_schema(responses={200: OpenApiTypes.OBJECT})
+    @extend_schema(operation_id="games_list", responses={200: OpenApiTypes.OBJECT})
     def get(self, request: Request) -> Response:
         user = request.user
         ready = Q(versions__status=Version.Status.READY)
@@ -73,7 +73,7 @@ class GameListView(APIView):
 
 
 class GameDetailView(APIView):
-    @extend_schema(responses={200: OpenApiTypes.OBJECT})
+    @extend_schema(operation_id="games_detail", responses={200: OpenApiTypes.OBJECT})
     def get(self, request: Request, slug: str) -> Response:
         game = visible_game(request.user, slug)
         versions = visible_versions(request.user, game).select_related("parent").order_by("seq")

@@ -65,6 +65,13 @@ MIST_JOB_MAX_ATTEMPTS = env.int("MIST_JOB_MAX_ATTEMPTS", default=3)
 MIST_JOB_STALE_SECONDS = env.int("MIST_JOB_STALE_SECONDS", default=90)
 MIST_PUBLIC_URL = env.str("MIST_PUBLIC_URL", default="")
 DISCORD_WEBHOOK_URL = env.str("DISCORD_WEBHOOK_URL", default="")
+# Brute-force protection (accounts.throttling)
+MIST_LOGIN_FAILURES_PER_USERNAME = env.int("MIST_LOGIN_FAILURES_PER_USERNAME", default=5)
+MIST_LOGIN_FAILURES_PER_ADDRESS = env.int("MIST_LOGIN_FAILURES_PER_ADDRESS", default=20)
+MIST_LOGIN_FAILURE_WINDOW_SECONDS = env.int("MIST_LOGIN_FAILURE_WINDOW_SECONDS", default=900)
+# Reverse proxies in front of gunicorn that append to X-Forwarded-For (nginx: 1); 0 = use REMOTE_ADDR.
+MIST_TRUSTED_PROXIES = env.int("MIST_TRUSTED_PROXIES", default=0)
+MIST_PAIRING_CODE_MINUTES = env.int("MIST_PAIRING_CODE_MINUTES", default=10)
 MIST_STEAM_TIMEOUT = env.float("MIST_STEAM_TIMEOUT", default=5.0)
 STEAM_APPDETAILS_URL = env.str(
     "STEAM_APPDETAILS_URL", default="https://store.steampowered.com/api/appdetails"
@@ -100,6 +107,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "accounts.middleware.AuditContextMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
