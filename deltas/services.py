@@ -35,6 +35,7 @@ from mistcore import indirect as mindirect
 from mistcore import safetar
 from mistcore.errors import MistCoreError
 from mistcore.fsutil import atomic_dir, clone_tree, sha256_file
+from mistcore.journal import JOURNAL_NAME
 from mistcore.manifest import Manifest, diff_manifests
 
 logger = logging.getLogger("mist.deltas")
@@ -305,7 +306,7 @@ def _verify_tree(root: Path, manifest: Manifest) -> None:
     for dirpath, _dirs, files in os.walk(root):
         for name in files:
             rel = Path(dirpath, name).relative_to(root).as_posix()
-            if rel == ".mist-journal.json":
+            if rel == JOURNAL_NAME:
                 continue
             present.add(rel)
             record = expected.get(rel)

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 
 class MistCoreError(Exception):
-    """Base class of every error mistcore raises on purpose."""
+    """Base class of every error mistcore raises on purpose; ``path`` names the file concerned, if known."""
+
+    def __init__(self, message: str = "", *, path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
 
 
 class UnsafePathError(MistCoreError):

@@ -125,7 +125,7 @@ def atomic_write(path: Path | str, mode: str = "wb") -> Iterator[Any]:
         raise ValueError(f"atomic_write needs a write-only mode, got {mode!r}")
     path = Path(path)
     tmp = _temp_name(path)
-    f = open(tmp, "xb" if "b" in mode else "x", **({} if "b" in mode else {"encoding": "utf-8"}))
+    f: IO[Any] = open(tmp, "xb") if "b" in mode else open(tmp, "x", encoding="utf-8")
     try:
         yield f
         f.flush()

@@ -279,9 +279,7 @@ def scan_directory(root: Path, *, version: str, progress: Callable[[int], None] 
     return Manifest(version=version, files=tuple(records))
 
 
-def _hash_record(
-    path: Path, rel: str, st: os.stat_result, progress: Callable[[int], None] | None
-) -> FileRecord:
+def _hash_record(path: Path, rel: str, st: os.stat_result, progress: Callable[[int], None] | None) -> FileRecord:
     digest = hashlib.sha256()
     size = 0
     with open_regular(path, what=repr(rel)) as f:

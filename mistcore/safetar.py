@@ -21,7 +21,7 @@ import stat
 import tarfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import zstandard
 
@@ -39,8 +39,13 @@ class _GuardedTarInfo(tarfile.TarInfo):
     """TarInfo that refuses huge pax/GNU long-name headers before tarfile reads them into memory."""
 
     def _proc_member(self, tarfile_: tarfile.TarFile) -> Any:
-        meta_types = (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDTYPE, tarfile.XGLTYPE,
-                      tarfile.SOLARIS_XHDTYPE)
+        meta_types = (
+            tarfile.GNUTYPE_LONGNAME,
+            tarfile.GNUTYPE_LONGLINK,
+            tarfile.XHDTYPE,
+            tarfile.XGLTYPE,
+            tarfile.SOLARIS_XHDTYPE,
+        )
         if self.type in meta_types and self.size > MAX_META_HEADER:
             raise ArchiveError(f"tar metadata header of {self.size} bytes is larger than {MAX_META_HEADER}")
         return super()._proc_member(tarfile_)  # type: ignore[misc]
@@ -124,7 +129,7 @@ def _iter_tar_stream(
             if raw is None:  # pragma: no cover - regular files always have a reader
                 raise ArchiveError(f"{name!r}: cannot read member")
             executable = bool(ti.mode & stat.S_IXUSR)
-            member = MemberReader(raw, name=name, size=ti.size, executable=executable)  # type: ignore[arg-type]
+            member = MemberReader(raw, name=name, size=ti.size, executable=executable)
             # Whatever the caller leaves unread is skipped by tarfile when it moves to the next header.
             yield name, ti.size, member
 
@@ -154,7 +159,10 @@ def iter_tar_zst(
     with open(src, "rb") as f:
         reader = BoundedZstdReader(f, max_output=cap)
         yield from _iter_tar_stream(
-            reader, max_members=max_members, max_total_bytes=max_total_bytes, max_file_bytes=max_file_bytes  # type: ignore[arg-type]
+            cast(IO[bytes], reader),
+            max_members=max_members,
+            max_total_bytes=max_total_bytes,
+            max_file_bytes=max_file_bytes,
         )
         _drain(reader)
 
@@ -238,7 +246,10 @@ def pack_tar_zst(
     """Pack files of ``root`` (all when ``paths`` is None) plus ``extra_files`` into a deterministic .tar.zst."""
     root = Path(root)
     extra = dict(extra_files or {})
-    names = sorted(set(_walk_files(root) if paths is None else paths) | set(extra))
+    listed = set(_walk_files(root) if paths is None else paths)
+    if listed & set(extra):
+        raise ValueError(f"{sorted(listed & set(extra))[0]!r} is both a file to pack and an extra file")
+    names = sorted(listed | set(extra))
     seen = PathSet()
     for name in names:
         validate_relpath(name)
@@ -246,11 +257,9 @@ def pack_tar_zst(
     cctx = zstandard.ZstdCompressor(level=level, threads=threads, write_checksum=True)
     with atomic_write(dst) as raw:
         counter = HashingWriter(raw)
-        zw = cctx.stream_writer(counter, closefd=False)
-        try:
+        # The tar is closed inside _write_tar, before this writer ends the frame with its last blocks.
+        with cctx.stream_writer(cast(IO[bytes], counter), closefd=False) as zw:
             _write_tar(zw, names, lambda name: root.joinpath(*name.split("/")), extra)
-        finally:
-            zw.close()  # after the tar is closed: the tar's end blocks must go into the frame
     return counter.count, counter.hexdigest()
 
 
@@ -295,6 +304,7 @@ __all__ = [
     "MemberReader",
     "extract_tar_zst",
     "iter_tar",
+    "iter_tar_fileobj",
     "iter_tar_zst",
     "pack_tar",
     "pack_tar_zst",

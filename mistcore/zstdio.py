@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import struct
 from pathlib import Path
-from typing import IO
+from typing import IO, Any, cast
 
 import zstandard
 
@@ -120,7 +120,7 @@ class BoundedZstdReader:
         self._tracker = FrameTracker()
         self._source = _TrackedSource(fileobj, self._tracker)
         dctx = zstandard.ZstdDecompressor(max_window_size=MAX_WINDOW_SIZE)
-        self._reader = dctx.stream_reader(self._source, read_size=CHUNK, read_across_frames=True)
+        self._reader = dctx.stream_reader(cast(IO[bytes], self._source), read_size=CHUNK, read_across_frames=True)
         self._max_output = max_output
         self.count = 0
         self._done = False
@@ -157,7 +157,7 @@ class BoundedZstdReader:
         return True
 
     def close(self) -> None:
-        self._reader.close()
+        cast(Any, self._reader).close()
 
 
 def compress_bytes(data: bytes, level: int = 19) -> bytes:
@@ -167,14 +167,24 @@ def compress_bytes(data: bytes, level: int = 19) -> bytes:
 
 def compress_file(src: Path, dst: Path, *, level: int = 19, threads: int = 0) -> int:
     """Stream-compress ``src`` into ``dst`` atomically (content size recorded); return the compressed size."""
-    src_size = os.path.getsize(src)
+    return compress_file_hashed(src, dst, level=level, threads=threads)[0]
+
+
+def compress_file_hashed(src: Path, dst: Path, *, level: int = 19, threads: int = 0) -> tuple[int, int, str]:
+    """Like ``compress_file``; return (compressed size, input size, input SHA-256) from the same read."""
     cctx = zstandard.ZstdCompressor(level=level, threads=threads, write_checksum=True, write_content_size=True)
     with open(src, "rb") as fin, atomic_write(dst) as fout:
+        src_size = os.fstat(fin.fileno()).st_size
         counter = HashingWriter(fout)
-        with cctx.stream_writer(counter, size=src_size, closefd=False) as writer:
+        source = HashingWriter(None)
+        with cctx.stream_writer(cast(IO[bytes], counter), size=src_size, closefd=False) as writer:
             while chunk := fin.read(CHUNK):
+                source.write(chunk)
                 writer.write(chunk)
-    return counter.count
+        if source.count != src_size:
+            # The frame header promised src_size bytes; a file changing under us must not ship.
+            raise IntegrityError(f"{src}: file changed size while it was being compressed")
+    return counter.count, source.count, source.hexdigest()
 
 
 def decompress_stream(src_fileobj: IO[bytes], dst_fileobj: IO[bytes] | None, *, max_output: int) -> int:

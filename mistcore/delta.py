@@ -1,0 +1,668 @@
+"""Direct deltas between two versions (``mist-delta/1``): build, bundle, stage and commit.
+
+A delta folder holds ``delta_manifest.json`` plus the blobs it names::
+
+    delta_manifest.json
+    patches/000003.hdiff      HDiffPatch patch (engine "hdiff") or windowed patch (".hdiffw", "hdiff-window")
+    new_files/000007.zst      a whole new file, zstd-compressed (engine "zstd")
+
+``delta_manifest.json`` (sorted keys, no whitespace)::
+
+    {"format": "mist-delta/1", "from_version": "1.0", "to_version": "1.1",
+     "from_content_hash": "<hex>", "to_content_hash": "<hex>", "created_by": "mistcore/0.1.0",
+     "download_size": <sum of the distinct blobs' sizes>,
+     "ops": [{"op": ..., "path": ..., "target_size", "target_sha256", "executable", "source_path",
+              "source_sha256", "source_size", "engine", "blob", "blob_size", "blob_sha256"}, ...]}
+
+Every op has every key (null where it does not apply); ops are sorted by path, one per path.
+What each op needs:
+
+- ``copy``: the content already exists in the old version at ``source_path`` (a move, a rename,
+  a duplicate, or only the executable bit changed): no blob, nothing on the wire.
+- ``patch``: ``engine`` "hdiff" or "hdiff-window" turns the old file ``source_path`` (the same
+  path, or a similar old file for a renamed-and-changed file) into the target with ``blob``.
+- ``add``: ``engine`` "zstd", ``blob`` is the whole file compressed; no basis needed. Used for new
+  files and for changed files whose patch is not smaller than the compressed file.
+- ``remove``: the old file at ``path`` (``source_sha256``/``source_size``) is deleted.
+
+Unchanged files have no op. Identical new content is encoded once: later paths with the same
+SHA-256 reuse the first one's blob. ``blob_size`` / ``target_size`` per op gives the patch
+efficiency report.
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+import re
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mistcore import __version__
+from mistcore.engines import ENGINES, hdiff, windowed
+from mistcore.errors import ArchiveError, IntegrityError, ManifestError, UnsafePathError
+from mistcore.fsutil import _rmtree, atomic_dir, atomic_write, copy_stream, open_regular, sha256_bytes, sha256_file
+
+# commit_stage lives in the journal (the lower layer) and is re-exported here.
+from mistcore.journal import begin, commit, commit_stage, discard, recover
+from mistcore.manifest import (
+    FileRecord,
+    Manifest,
+    PathSet,
+    canonical_json,
+    diff_manifests,
+    expect_bool,
+    expect_keys,
+    expect_sha256,
+    expect_size,
+    expect_str,
+    load_json_object,
+    validate_relpath,
+    validate_version_name,
+)
+from mistcore.safetar import extract_tar_zst, pack_tar_zst
+from mistcore.zstdio import compress_file_hashed
+
+DELTA_FORMAT = "mist-delta/1"
+MANIFEST_NAME = "delta_manifest.json"
+OP_KINDS = ("patch", "add", "copy", "remove")
+PATCH_ENGINES = (hdiff.NAME, windowed.NAME)
+_OP_KEYS = (
+    "op",
+    "path",
+    "target_size",
+    "target_sha256",
+    "executable",
+    "source_path",
+    "source_sha256",
+    "source_size",
+    "engine",
+    "blob",
+    "blob_size",
+    "blob_sha256",
+)
+
+__all__ = [
+    "DeltaManifest",
+    "DeltaOp",
+    "apply_delta_dir",
+    "apply_delta_to_stage",
+    "build_direct_delta",
+    "bundle_delta",
+    "commit_stage",
+    "unpack_bundle",
+]
+
+
+@dataclass(frozen=True)
+class DeltaOp:
+    """One file-level step of a delta (see the module docstring for which fields each op uses)."""
+
+    op: str
+    path: str
+    target_size: int | None = None
+    target_sha256: str | None = None
+    executable: bool = False
+    source_path: str | None = None
+    source_sha256: str | None = None
+    source_size: int | None = None
+    engine: str | None = None
+    blob: str | None = None
+    blob_size: int | None = None
+    blob_sha256: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {key: getattr(self, key) for key in _OP_KEYS}
+
+    @classmethod
+    def from_dict(cls, obj: Any, where: str) -> DeltaOp:
+        """Strictly parse one op."""
+        if not isinstance(obj, dict):
+            raise ManifestError(f"{where}: must be an object")
+        expect_keys(obj, _OP_KEYS, where)
+        kind = obj["op"]
+        if kind not in OP_KINDS:
+            raise ManifestError(f"{where}: unknown op {kind!r}")
+        path = _path(obj["path"], where)
+        where = f"{where} ({path})"
+        need_target = kind != "remove"
+        need_source = kind in ("patch", "copy", "remove")
+        need_blob = kind in ("patch", "add")
+        values: dict[str, Any] = {"op": kind, "path": path}
+        for key in ("target_size", "target_sha256", "executable"):
+            if need_target:
+                values[key] = _CHECK[key](obj[key], where)
+            elif obj[key] not in (None, False):
+                raise ManifestError(f"{where}: a remove op has no {key}")
+        for key in ("source_path", "source_sha256", "source_size"):
+            if need_source and not (kind == "remove" and key == "source_path"):
+                values[key] = _CHECK[key](obj[key], where)
+            elif obj[key] is not None:
+                raise ManifestError(f"{where}: a {kind} op has no {key}")
+        for key in ("engine", "blob", "blob_size", "blob_sha256"):
+            if need_blob:
+                values[key] = _CHECK[key](obj[key], where)
+            elif obj[key] is not None:
+                raise ManifestError(f"{where}: a {kind} op has no {key}")
+        op = cls(**values)
+        if kind == "patch" and (op.engine not in PATCH_ENGINES or not (op.blob or "").startswith("patches/")):
+            raise ManifestError(f"{where}: a patch op needs engine hdiff/hdiff-window and a blob under patches/")
+        if kind == "add" and (op.engine != "zstd" or not (op.blob or "").startswith("new_files/")):
+            raise ManifestError(f"{where}: an add op needs engine zstd and a blob under new_files/")
+        if kind == "copy" and (op.source_sha256, op.source_size) != (op.target_sha256, op.target_size):
+            raise ManifestError(f"{where}: a copy op's source must have the target's content")
+        return op
+
+
+def _path(value: Any, where: str) -> str:
+    if not isinstance(value, str):
+        raise ManifestError(f"{where}: path must be a string")
+    try:
+        return validate_relpath(value)
+    except UnsafePathError as exc:
+        raise ManifestError(f"{where}: {exc}") from None
+
+
+def _engine(value: Any, where: str) -> str:
+    if value not in ("hdiff", "hdiff-window", "zstd"):
+        raise ManifestError(f"{where}: unknown engine {value!r}")
+    return str(value)
+
+
+_CHECK: dict[str, Callable[[Any, str], Any]] = {
+    "target_size": expect_size,
+    "target_sha256": expect_sha256,
+    "executable": expect_bool,
+    "source_path": _path,
+    "source_sha256": expect_sha256,
+    "source_size": expect_size,
+    "engine": _engine,
+    "blob": _path,
+    "blob_size": expect_size,
+    "blob_sha256": expect_sha256,
+}
+
+
+@dataclass
+class DeltaManifest:
+    """The ops turning one version into the next, with the content hashes of both ends."""
+
+    from_version: str
+    to_version: str
+    from_content_hash: str
+    to_content_hash: str
+    ops: tuple[DeltaOp, ...]
+    created_by: str = f"mistcore/{__version__}"
+
+    def __post_init__(self) -> None:
+        self.ops = tuple(sorted(self.ops, key=lambda o: (o.path, o.op)))
+
+    @property
+    def download_size(self) -> int:
+        """Bytes of distinct blobs (a blob shared by duplicate files counts once)."""
+        return sum({op.blob: op.blob_size or 0 for op in self.ops if op.blob is not None}.values())
+
+    @property
+    def written(self) -> list[str]:
+        """Paths the delta writes (every op except remove)."""
+        return [op.path for op in self.ops if op.op != "remove"]
+
+    @property
+    def removed(self) -> list[str]:
+        """Paths the delta deletes."""
+        return [op.path for op in self.ops if op.op == "remove"]
+
+    def to_json(self) -> bytes:
+        """Stable JSON bytes."""
+        return canonical_json(
+            {
+                "format": DELTA_FORMAT,
+                "from_version": self.from_version,
+                "to_version": self.to_version,
+                "from_content_hash": self.from_content_hash,
+                "to_content_hash": self.to_content_hash,
+                "created_by": self.created_by,
+                "download_size": self.download_size,
+                "ops": [op.to_dict() for op in self.ops],
+            }
+        )
+
+    @classmethod
+    def from_json(cls, data: bytes) -> DeltaManifest:
+        """Parse and strictly validate delta manifest JSON; ManifestError if anything is off."""
+        obj = load_json_object(data, max_bytes=256 << 20, what="delta manifest")
+        keys = {
+            "format",
+            "from_version",
+            "to_version",
+            "from_content_hash",
+            "to_content_hash",
+            "created_by",
+            "download_size",
+            "ops",
+        }
+        expect_keys(obj, keys, "delta manifest")
+        if obj["format"] != DELTA_FORMAT:
+            raise ManifestError(f"delta manifest: format must be {DELTA_FORMAT!r}, got {obj['format']!r}")
+        if not isinstance(obj["ops"], list) or len(obj["ops"]) > 2_000_000:
+            raise ManifestError("delta manifest: 'ops' must be a list of at most 2,000,000 ops")
+        ops = [DeltaOp.from_dict(o, f"delta manifest ops[{i}]") for i, o in enumerate(obj["ops"])]
+        targets = PathSet(error=ManifestError)
+        removed: set[str] = set()
+        blobs: dict[str, tuple[Any, ...]] = {}
+        for op in ops:
+            if op.op == "remove":
+                if op.path in removed:
+                    raise ManifestError(f"delta manifest: {op.path!r} is removed twice")
+                removed.add(op.path)
+            else:
+                targets.add(op.path)
+            if op.blob is not None:
+                shape = (op.engine, op.blob_size, op.blob_sha256, op.source_sha256, op.target_sha256)
+                if blobs.setdefault(op.blob, shape) != shape:
+                    raise ManifestError(f"delta manifest: blob {op.blob!r} is used for different content")
+        delta = cls(
+            from_version=validate_version_name(obj["from_version"]),
+            to_version=validate_version_name(obj["to_version"]),
+            from_content_hash=expect_sha256(obj["from_content_hash"], "delta manifest from_content_hash"),
+            to_content_hash=expect_sha256(obj["to_content_hash"], "delta manifest to_content_hash"),
+            ops=tuple(ops),
+            created_by=expect_str(obj["created_by"], "delta manifest created_by", max_len=200),
+        )
+        overlap = removed.intersection(delta.written)
+        if overlap:
+            raise ManifestError(f"delta manifest: {sorted(overlap)[0]!r} is both removed and written")
+        if expect_size(obj["download_size"], "delta manifest download_size") != delta.download_size:
+            raise ManifestError("delta manifest: download_size does not match the blobs")
+        return delta
+
+
+# Building.
+
+
+@dataclass
+class _Group:
+    """Paths sharing one new content, encoded once."""
+
+    index: int
+    record: FileRecord
+    paths: list[str]
+    basis: FileRecord | None
+
+
+@dataclass
+class _Encoded:
+    op: str
+    engine: str
+    blob: str
+    blob_size: int
+    blob_sha256: str
+    basis: FileRecord | None = None
+
+
+class _SimilarIndex:
+    """Finds an old file that probably is an earlier version of a new, differently named file."""
+
+    def __init__(self, old: Manifest) -> None:
+        self._by_name: dict[str, list[tuple[int, str]]] = {}
+        self._by_pattern: dict[str, list[tuple[int, str]]] = {}
+        self._by_ext: dict[str, list[tuple[int, str]]] = {}
+        self._records = old.by_path()
+        for rec in old.files:
+            if rec.size == 0:
+                continue
+            name = rec.path.rsplit("/", 1)[-1]
+            self._by_name.setdefault(name, []).append((rec.size, rec.path))
+            self._by_pattern.setdefault(_pattern(name), []).append((rec.size, rec.path))
+            ext = _ext(name)
+            if ext:
+                self._by_ext.setdefault(ext, []).append((rec.size, rec.path))
+        for table in (self._by_name, self._by_pattern, self._by_ext):
+            for rows in table.values():
+                rows.sort()
+
+    def find(self, path: str, size: int) -> FileRecord | None:
+        """Same file name elsewhere, else the same name with other digits, else same extension and size +-50%."""
+        name = path.rsplit("/", 1)[-1]
+        for table, key, max_ratio in (
+            (self._by_name, name, 8.0),
+            (self._by_pattern, _pattern(name), 4.0),
+            (self._by_ext, _ext(name), 2.0),
+        ):
+            rows = table.get(key) if key else None
+            if rows:
+                found = _nearest(rows, size, max_ratio)
+                if found is not None:
+                    return self._records[found]
+        return None
+
+
+def _pattern(name: str) -> str:
+    return re.sub(r"\d+", "#", name.lower())
+
+
+def _ext(name: str) -> str:
+    stem, dot, ext = name.rpartition(".")
+    return ext.lower() if dot and stem else ""
+
+
+def _nearest(rows: list[tuple[int, str]], size: int, max_ratio: float) -> str | None:
+    i = bisect.bisect_left(rows, (size, ""))
+    best: tuple[float, str] | None = None
+    for j in (i - 1, i):
+        if 0 <= j < len(rows):
+            other, path = rows[j]
+            ratio = max(other, size, 1) / max(min(other, size), 1)
+            if ratio <= max_ratio and (best is None or ratio < best[0]):
+                best = (ratio, path)
+    return None if best is None else best[1]
+
+
+def _diff_with_check(
+    *,
+    basis: FileRecord,
+    old_file: Path,
+    target: FileRecord,
+    new_file: Path,
+    out: Path,
+    hdiff_max_bytes: int,
+    window: int,
+    level: int,
+) -> str:
+    """Write a patch from the basis to the target, verifying both files against their manifests."""
+    if max(basis.size, target.size) <= hdiff_max_bytes:
+        old_bytes = old_file.read_bytes()
+        if sha256_bytes(old_bytes) != basis.sha256:
+            raise IntegrityError(f"{basis.path}: old file does not match the old manifest")
+        new_bytes = new_file.read_bytes()
+        if sha256_bytes(new_bytes) != target.sha256:
+            raise IntegrityError(f"{target.path}: new file does not match the new manifest")
+        patch = hdiff.diff_bytes(old_bytes, new_bytes, level=level)
+        del old_bytes, new_bytes
+        with atomic_write(out) as f:
+            f.write(patch)
+        return hdiff.NAME
+    if sha256_file(old_file) != basis.sha256:
+        raise IntegrityError(f"{basis.path}: old file does not match the old manifest")
+    windowed.diff_file(old=old_file, new=new_file, out=out, window=window, level=level)
+    if sha256_file(new_file) != target.sha256:
+        raise IntegrityError(f"{target.path}: new file changed while it was being diffed")
+    return windowed.NAME
+
+
+def _encode(
+    group: _Group, *, old_root: Path, new_root: Path, tmp: Path, hdiff_max_bytes: int, window: int, level: int
+) -> _Encoded:
+    target = group.record
+    new_file = _file_in(new_root, target.path)
+    full_rel = f"new_files/{group.index:06d}.zst"
+    full_size, size, sha = compress_file_hashed(new_file, tmp / full_rel, level=level)
+    if (size, sha) != (target.size, target.sha256):
+        raise IntegrityError(f"{target.path}: new file does not match the new manifest")
+    best = _Encoded(
+        op="add", engine="zstd", blob=full_rel, blob_size=full_size, blob_sha256=sha256_file(tmp / full_rel)
+    )
+    if group.basis is None or target.size == 0:
+        return best
+    big = max(group.basis.size, target.size) > hdiff_max_bytes
+    patch_rel = f"patches/{group.index:06d}.{'hdiffw' if big else 'hdiff'}"
+    engine = _diff_with_check(
+        basis=group.basis,
+        old_file=_file_in(old_root, group.basis.path),
+        target=target,
+        new_file=new_file,
+        out=tmp / patch_rel,
+        hdiff_max_bytes=hdiff_max_bytes,
+        window=window,
+        level=level,
+    )
+    patch_size = os.path.getsize(tmp / patch_rel)
+    # A tie goes to the whole file: it needs no basis on the client.
+    if patch_size < full_size:
+        os.unlink(tmp / full_rel)
+        return _Encoded(
+            op="patch",
+            engine=engine,
+            blob=patch_rel,
+            blob_size=patch_size,
+            blob_sha256=sha256_file(tmp / patch_rel),
+            basis=group.basis,
+        )
+    os.unlink(tmp / patch_rel)
+    return best
+
+
+def _file_in(root: Path, rel: str) -> Path:
+    return Path(root).joinpath(*validate_relpath(rel).split("/"))
+
+
+def build_direct_delta(
+    *,
+    old_root: Path,
+    old_manifest: Manifest,
+    new_root: Path,
+    new_manifest: Manifest,
+    out_dir: Path,
+    hdiff_max_bytes: int = 512 << 20,
+    workers: int = 2,
+    level: int = 19,
+    window: int = windowed.DEFAULT_WINDOW,
+) -> DeltaManifest:
+    """Build the delta folder turning ``old_manifest``'s tree into ``new_manifest``'s at ``out_dir``."""
+    changes = diff_manifests(old_manifest, new_manifest)
+    old_map, new_map = old_manifest.by_path(), new_manifest.by_path()
+    old_by_sha: dict[str, FileRecord] = {}
+    for rec in old_manifest.files:
+        old_by_sha.setdefault(rec.sha256, rec)
+    similar = _SimilarIndex(old_manifest)
+
+    ops: list[DeltaOp] = []
+    groups: dict[str, _Group] = {}
+    for path in sorted(changes.added + changes.changed):
+        rec = new_map[path]
+        if rec.sha256 in old_by_sha:
+            # Prefer the same path (an executable-bit change) so the client reads the file it replaces.
+            same = old_map.get(path)
+            src = same if same is not None and same.sha256 == rec.sha256 else old_by_sha[rec.sha256]
+            ops.append(
+                DeltaOp(
+                    op="copy",
+                    path=path,
+                    target_size=rec.size,
+                    target_sha256=rec.sha256,
+                    executable=rec.executable,
+                    source_path=src.path,
+                    source_sha256=src.sha256,
+                    source_size=src.size,
+                )
+            )
+            continue
+        group = groups.get(rec.sha256)
+        if group is None:
+            group = groups[rec.sha256] = _Group(index=len(groups), record=rec, paths=[], basis=None)
+        group.paths.append(path)
+    for group in groups.values():
+        # A changed path's own old version is the best basis; otherwise look for a renamed original.
+        same_path = [old_map[p] for p in group.paths if p in old_map]
+        group.basis = same_path[0] if same_path else similar.find(group.paths[0], group.record.size)
+    for path in changes.removed:
+        rec = old_map[path]
+        ops.append(DeltaOp(op="remove", path=path, source_sha256=rec.sha256, source_size=rec.size))
+
+    with atomic_dir(out_dir) as tmp:
+        (tmp / "patches").mkdir()
+        (tmp / "new_files").mkdir()
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            futures = [
+                (
+                    group,
+                    pool.submit(
+                        _encode,
+                        group,
+                        old_root=Path(old_root),
+                        new_root=Path(new_root),
+                        tmp=tmp,
+                        hdiff_max_bytes=hdiff_max_bytes,
+                        window=window,
+                        level=level,
+                    ),
+                )
+                for group in groups.values()
+            ]
+            for group, future in futures:
+                enc = future.result()
+                for path in group.paths:
+                    rec = new_map[path]
+                    ops.append(
+                        DeltaOp(
+                            op=enc.op,
+                            path=path,
+                            target_size=rec.size,
+                            target_sha256=rec.sha256,
+                            executable=rec.executable,
+                            source_path=enc.basis.path if enc.basis else None,
+                            source_sha256=enc.basis.sha256 if enc.basis else None,
+                            source_size=enc.basis.size if enc.basis else None,
+                            engine=enc.engine,
+                            blob=enc.blob,
+                            blob_size=enc.blob_size,
+                            blob_sha256=enc.blob_sha256,
+                        )
+                    )
+        delta = DeltaManifest(
+            from_version=old_manifest.version,
+            to_version=new_manifest.version,
+            from_content_hash=old_manifest.content_hash(),
+            to_content_hash=new_manifest.content_hash(),
+            ops=tuple(ops),
+        )
+        with atomic_write(tmp / MANIFEST_NAME) as f:
+            f.write(delta.to_json())
+    return delta
+
+
+# Applying.
+
+
+def _copy_verified(src: Path, dst: Path, *, size: int, sha256: str, what: str) -> None:
+    try:
+        fin = open_regular(src, what=what)
+    except FileNotFoundError:
+        raise IntegrityError(f"{what}: the basis file is missing") from None
+    with fin, atomic_write(dst) as fout:
+        n, digest = copy_stream(fin, fout, limit=size)
+        if (n, digest) != (size, sha256):
+            raise IntegrityError(f"{what}: the basis file is not the expected version (SHA-256 mismatch)")
+
+
+def _already_staged(dst: Path, op: DeltaOp) -> bool:
+    try:
+        if not dst.is_file() or dst.is_symlink() or dst.stat().st_size != op.target_size:
+            return False
+    except OSError:
+        return False
+    return sha256_file(dst) == op.target_sha256
+
+
+def apply_delta_to_stage(
+    *,
+    delta: DeltaManifest,
+    delta_dir: Path,
+    source_root: Path,
+    stage_dir: Path,
+    progress: Callable[[int], None] | None = None,
+) -> list[str]:
+    """Write every new or changed file of the delta into ``stage_dir`` (verified); return the paths."""
+    delta_dir, source_root, stage_dir = Path(delta_dir), Path(source_root), Path(stage_dir)
+    written: list[str] = []
+    for op in delta.ops:
+        if op.op == "remove":
+            continue
+        assert op.target_size is not None and op.target_sha256 is not None
+        dst = _file_in(stage_dir, op.path)
+        # A stage left by an interrupted run keeps the files it already verified.
+        if not _already_staged(dst, op):
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            if op.op == "copy":
+                assert op.source_path is not None
+                _copy_verified(
+                    _file_in(source_root, op.source_path),
+                    dst,
+                    size=op.target_size,
+                    sha256=op.target_sha256,
+                    what=op.source_path,
+                )
+            else:
+                assert op.blob is not None and op.engine is not None
+                blob = _file_in(delta_dir, op.blob)
+                if not blob.is_file() or blob.stat().st_size != op.blob_size:
+                    raise IntegrityError(f"{op.blob}: blob missing or of the wrong size in the delta")
+                old = _file_in(source_root, op.source_path) if op.source_path else None
+                if old is not None and not old.is_file():
+                    raise IntegrityError(f"{op.source_path}: the basis file is missing")
+                ENGINES[op.engine].apply_file(
+                    old=old,
+                    patch=blob,
+                    out=dst,
+                    expected_size=op.target_size,
+                    expected_sha256=op.target_sha256,
+                    old_sha256=op.source_sha256,
+                    patch_sha256=op.blob_sha256,
+                )
+        os.chmod(dst, 0o755 if op.executable else 0o644)
+        written.append(op.path)
+        if progress is not None:
+            progress(op.target_size)
+    return written
+
+
+def apply_delta_dir(*, delta_dir: Path, install_root: Path, work_dir: Path) -> DeltaManifest:
+    """Read a delta folder, stage it under ``work_dir``, then commit it into ``install_root`` with a journal."""
+    delta = DeltaManifest.from_json((Path(delta_dir) / MANIFEST_NAME).read_bytes())
+    recover(install_root=install_root)
+    stage = Path(work_dir) / "stage"
+    begin(
+        install_root=install_root,
+        stage_dir=stage,
+        target_version=delta.to_version,
+        written=delta.written,
+        removed=delta.removed,
+        executable=[op.path for op in delta.ops if op.executable],
+    )
+    try:
+        apply_delta_to_stage(delta=delta, delta_dir=delta_dir, source_root=install_root, stage_dir=stage)
+    except BaseException:
+        discard(install_root=install_root)
+        raise
+    commit(install_root=install_root)
+    return delta
+
+
+def bundle_delta(*, delta_dir: Path, dst: Path) -> tuple[int, str]:
+    """Pack a delta folder into one .tar.zst (level 3: the blobs are compressed already)."""
+    return pack_tar_zst(root=Path(delta_dir), paths=None, dst=Path(dst), level=3, threads=2)
+
+
+def unpack_bundle(*, src: Path, dest: Path, max_total_bytes: int) -> DeltaManifest:
+    """Safely extract a delta bundle into ``dest`` and check it holds exactly its manifest and blobs."""
+    names = extract_tar_zst(src=Path(src), dest=Path(dest), max_total_bytes=max_total_bytes)
+    try:
+        manifest_file = Path(dest) / MANIFEST_NAME
+        if not manifest_file.is_file():
+            raise ArchiveError(f"delta bundle has no {MANIFEST_NAME}")
+        delta = DeltaManifest.from_json(manifest_file.read_bytes())
+        blobs = {op.blob: op.blob_size for op in delta.ops if op.blob is not None}
+        extra = set(names) - set(blobs) - {MANIFEST_NAME}
+        if extra:
+            raise ArchiveError(f"delta bundle has unexpected member {sorted(extra)[0]!r}")
+        for blob, size in blobs.items():
+            path = _file_in(Path(dest), blob)
+            if not path.is_file() or path.stat().st_size != size:
+                raise ArchiveError(f"delta bundle: blob {blob!r} is missing or of the wrong size")
+    except BaseException:
+        _rmtree(Path(dest))
+        raise
+    return delta

@@ -1,0 +1,29 @@
+"""Per-file patch engines, by the name recorded in delta and indirect manifests.
+
+Every engine module has ``apply_file(*, old, patch, out, expected_size, expected_sha256,
+old_sha256=None, patch_sha256=None)``, which writes ``out`` atomically and only after the result's
+size and SHA-256 match (``IntegrityError`` or ``PatchError`` otherwise, and no ``out`` file):
+
+- ``hdiff``: one in-memory HDiffPatch patch (``engines/hdiff.py``);
+- ``hdiff-window``: HDiffPatch in bounded-memory windows for big files (``engines/windowed.py``);
+- ``zstd``: the whole new file, zstd-compressed; ``old`` is ignored (``engines/full.py``);
+- ``rdiff``: a librsync delta, applied in a child process with a timeout (``engines/rdiff.py``).
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+from mistcore.engines import full, hdiff, rdiff, windowed
+
+ENGINES: dict[str, ModuleType] = {
+    hdiff.NAME: hdiff,
+    windowed.NAME: windowed,
+    full.NAME: full,
+    rdiff.NAME: rdiff,
+}
+
+# Engines a direct delta may use (rdiff belongs to indirect updates).
+DIRECT_ENGINES = frozenset({hdiff.NAME, windowed.NAME, full.NAME})
+
+__all__ = ["DIRECT_ENGINES", "ENGINES"]

@@ -1,0 +1,120 @@
+"""The ``hdiff`` engine: one HDiffPatch compressed diff (``HDIFF13&zstd``) per file, in memory.
+
+Blob format: exactly what ``hdiffpatch.diff(old, new, compression=ZStdConfig(level))`` returns.
+Its header starts ``HDIFF13&<compressor>\\0`` followed by the new and old sizes as HDiffPatch
+packed integers (7 bits per byte, most significant first, high bit = more bytes follow);
+``read_header`` parses them so a patch declaring the wrong sizes is refused before HDiffPatch
+allocates its output.
+
+HDiffPatch needs both files in memory (diff peaks near new + 5 x old) and silently produces
+wrong bytes from a wrong basis or a corrupt patch, so: only files under the configured limit
+use this engine (bigger ones use ``hdiff-window``), and applying checks the basis hash when
+known, the declared sizes, then the result's size and SHA-256 before anything is written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import hdiffpatch
+
+from mistcore.errors import IntegrityError, PatchError
+from mistcore.fsutil import atomic_write, sha256_bytes
+
+NAME = "hdiff"
+# A sane cap on the output of one in-memory apply; the delta builder keeps hdiff files far below.
+MAX_OUTPUT_BYTES = 4 << 30
+_MAGIC = b"HDIFF13&"
+
+
+def read_header(patch: bytes) -> tuple[int, int]:
+    """Return (new_size, old_size) declared by an HDIFF13 patch; PatchError if it is not one."""
+    if not patch.startswith(_MAGIC):
+        raise PatchError("not an HDiffPatch HDIFF13 patch")
+    end = patch.find(b"\0", len(_MAGIC), len(_MAGIC) + 33)
+    if end < 0:
+        raise PatchError("corrupt HDiffPatch header (compressor name)")
+    pos = end + 1
+    sizes = []
+    for _ in range(2):
+        value = 0
+        for _ in range(10):
+            if pos >= len(patch):
+                raise PatchError("corrupt HDiffPatch header (truncated)")
+            byte = patch[pos]
+            pos += 1
+            value = (value << 7) | (byte & 0x7F)
+            if not byte & 0x80:
+                break
+        else:
+            raise PatchError("corrupt HDiffPatch header (size field too long)")
+        sizes.append(value)
+    return sizes[0], sizes[1]
+
+
+def diff_bytes(old: bytes, new: bytes, *, level: int = 19) -> bytes:
+    """An HDIFF13 zstd-compressed patch turning ``old`` into ``new``."""
+    # validate=False: every apply verifies the result's SHA-256, which is the check that matters.
+    return hdiffpatch.diff(old, new, compression=hdiffpatch.ZStdConfig(level=level), validate=False)
+
+
+def apply_bytes(old: bytes, patch: bytes, *, expected_size: int) -> bytes:
+    """Apply a patch in memory after checking its declared sizes; PatchError on any engine failure."""
+    new_size, old_size = read_header(patch)
+    if new_size != expected_size:
+        raise PatchError(f"patch declares {new_size} output bytes, expected {expected_size}")
+    if old_size != len(old):
+        raise IntegrityError(f"patch expects a {old_size}-byte basis, the basis has {len(old)} bytes")
+    try:
+        result = hdiffpatch.apply(old, patch)
+    except (hdiffpatch.HDiffPatchError, MemoryError, ValueError) as exc:
+        raise PatchError(f"HDiffPatch failed: {exc}") from None
+    if len(result) != expected_size:
+        raise IntegrityError(f"patch produced {len(result)} bytes, expected {expected_size}")
+    return result
+
+
+def diff_file(*, old: Path, new: Path, out: Path, level: int = 19) -> int:
+    """Write a zstd-compressed HDiffPatch patch from ``old`` to ``new`` atomically; return its size."""
+    patch = diff_bytes(Path(old).read_bytes(), Path(new).read_bytes(), level=level)
+    with atomic_write(out) as f:
+        f.write(patch)
+    return len(patch)
+
+
+def apply_file(
+    *,
+    old: Path,
+    patch: Path,
+    out: Path,
+    expected_size: int,
+    expected_sha256: str,
+    old_sha256: str | None = None,
+    patch_sha256: str | None = None,
+) -> None:
+    """Apply an hdiff patch; write ``out`` atomically only if the result has the expected size and SHA-256."""
+    if expected_size > MAX_OUTPUT_BYTES:
+        raise PatchError(f"{expected_size} bytes is over the in-memory patch limit of {MAX_OUTPUT_BYTES}")
+    if os.path.getsize(patch) > MAX_OUTPUT_BYTES:
+        raise PatchError(f"{patch}: patch file is implausibly large")
+    patch_bytes = Path(patch).read_bytes()
+    if patch_sha256 is not None and sha256_bytes(patch_bytes) != patch_sha256:
+        raise IntegrityError(f"{patch}: patch file is corrupt (SHA-256 mismatch)")
+    # Sizes from the header first: a wrong (or huge) basis is refused before it is read into memory.
+    _, old_size = read_header(patch_bytes)
+    if os.path.getsize(old) != old_size:
+        raise IntegrityError(f"{old}: patch expects a {old_size}-byte basis, the basis is not the expected version")
+    old_bytes = Path(old).read_bytes()
+    if old_sha256 is not None and sha256_bytes(old_bytes) != old_sha256:
+        raise IntegrityError(f"{old}: the basis file is not the expected version (SHA-256 mismatch)")
+    result = apply_bytes(old_bytes, patch_bytes, expected_size=expected_size)
+    del patch_bytes, old_bytes
+    if hashlib.sha256(result).hexdigest() != expected_sha256:
+        raise IntegrityError(f"{out}: patched result has the wrong SHA-256 (wrong basis or corrupt patch)")
+    with atomic_write(out) as f:
+        f.write(result)
+
+
+__all__ = ["NAME", "apply_bytes", "apply_file", "diff_bytes", "diff_file", "read_header"]

@@ -1,0 +1,85 @@
+"""Test data: structured pseudo-random bytes, edits that shift data, tree builders and snapshots."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import stat
+from pathlib import Path
+
+
+def structured_bytes(rng: random.Random, size: int) -> bytes:
+    """Bytes with the texture of game data: incompressible runs, repeated records and fills."""
+    vocab = [rng.randbytes(rng.randint(8, 64)) for _ in range(48)]
+    parts: list[bytes] = []
+    total = 0
+    while total < size:
+        kind = rng.random()
+        if kind < 0.4:
+            chunk = rng.randbytes(rng.randint(256, 4096))
+        elif kind < 0.85:
+            chunk = b"".join(rng.choice(vocab) for _ in range(rng.randint(16, 96)))
+        else:
+            chunk = bytes([rng.randrange(256)]) * rng.randint(64, 2048)
+        parts.append(chunk)
+        total += len(chunk)
+    return b"".join(parts)[:size]
+
+
+def mutate(rng: random.Random, data: bytes, *, inserts: int = 3, deletes: int = 1, edits: int = 8) -> bytes:
+    """Insert new regions (shifting what follows), delete one, and overwrite a few small spots."""
+    buf = bytearray(data)
+    for _ in range(inserts):
+        at = rng.randrange(len(buf) + 1)
+        buf[at:at] = rng.randbytes(rng.randint(100, 3000))
+    for _ in range(deletes):
+        if len(buf) > 10_000:
+            at = rng.randrange(len(buf) - 5000)
+            del buf[at : at + rng.randint(500, 4000)]
+    for _ in range(edits):
+        at = rng.randrange(max(1, len(buf) - 16))
+        buf[at : at + 8] = rng.randbytes(8)
+    return bytes(buf)
+
+
+def write_tree(root: Path, files: dict[str, bytes | tuple[bytes, bool]]) -> None:
+    """Create files under ``root``; a (bytes, True) value makes the file executable."""
+    root.mkdir(parents=True, exist_ok=True)
+    for rel, value in files.items():
+        data, executable = value if isinstance(value, tuple) else (value, False)
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        os.chmod(path, 0o755 if executable else 0o644)
+
+
+def snapshot(root: Path, *, ignore: tuple[str, ...] = ()) -> dict[str, tuple[str, bool] | str]:
+    """Every file (sha256, executable) and folder ("dir") under root, by relative path."""
+    out: dict[str, tuple[str, bool] | str] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel_dir = Path(dirpath).relative_to(root)
+        for d in dirnames:
+            out[(rel_dir / d).as_posix()] = "dir"
+        for name in filenames:
+            rel = (rel_dir / name).as_posix()
+            if rel in ignore:
+                continue
+            p = Path(dirpath) / name
+            out[rel] = (hashlib.sha256(p.read_bytes()).hexdigest(), bool(os.stat(p).st_mode & stat.S_IXUSR))
+    return out
+
+
+def write_big(path: Path, pieces: list[bytes | tuple[str, int]], *, seed: int) -> None:
+    """Write a big file from literal pieces and ("random", n) runs without holding it in memory."""
+    rng = random.Random(seed)
+    with open(path, "wb") as f:
+        for piece in pieces:
+            if isinstance(piece, tuple):
+                left = piece[1]
+                while left:
+                    n = min(left, 1 << 20)
+                    f.write(rng.randbytes(n))
+                    left -= n
+            else:
+                f.write(piece)
