@@ -1,3 +1,10 @@
-from django.urls import path  # noqa: F401
+"""Downloads API under /api/v1/ (no app_name: /dl/ owns the "downloads" namespace)."""
 
-urlpatterns: list = []
+from django.urls import path
+
+from downloads import api
+
+urlpatterns = [
+    path("games/<slug:slug>/versions/<str:version>/archive", api.ArchiveView.as_view(), name="api-archive"),
+    path("jobs/<str:job_id>", api.JobView.as_view(), name="api-job"),
+]

@@ -1,3 +1,14 @@
-from django.urls import path  # noqa: F401
+"""/dl/: one view for every downloadable artifact (see downloads.views.download)."""
 
-urlpatterns: list = []
+from django.urls import path
+
+from downloads import views
+
+app_name = "downloads"
+
+urlpatterns = [
+    path("archive/<slug:slug>/<str:version>", views.download, {"kind": "archive"}, name="archive"),
+    path("direct/<slug:slug>/<str:pair>", views.download, {"kind": "direct"}, name="direct"),
+    path("indirect/<uuid:job_id>", views.download, {"kind": "indirect"}, name="indirect"),
+    path("file/<slug:slug>/<str:version>/<path:path>", views.download, {"kind": "file"}, name="file"),
+]
