@@ -16,7 +16,7 @@ from accounts.permissions import IsAdminScope
 from builds import uploads
 from builds.access import latest_visible_version, visible_game, visible_version, visible_versions
 from builds.models import Version
-from builds.services import BuildError, read_manifest
+from builds.services import BuildError, PushBlocked, read_manifest
 from catalog.models import Game
 
 
@@ -163,6 +163,8 @@ class UploadFinalizeView(APIView):
         session = uploads.get_upload(upload_id=upload_id)
         try:
             result = uploads.finalize_upload(session=session, user=request.user)
+        except PushBlocked as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
         except BuildError as exc:
             return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
         return Response(

@@ -28,6 +28,7 @@ from django.utils import timezone
 
 from builds import storage
 from builds.jobs import ensure_job
+from builds.locks import BackupInProgress, push_lock
 from builds.models import FileEntry, Job, Version
 from builds.signals import version_pushed, version_ready
 from catalog.models import Game
@@ -47,6 +48,10 @@ Progress = Callable[[int], None]
 
 class BuildError(Exception):
     """A push or version change refused for a reason the admin can fix; the message says which."""
+
+
+class PushBlocked(BuildError):
+    """A push that cannot run right now (a backup holds the push lock): retry later."""
 
 
 @dataclass
@@ -208,6 +213,18 @@ def push_version(
         raise BuildError(f"{source}: no such file or directory")
     if game.versions.filter(name=name).exists():
         raise BuildError(f"version {name!r} of {game.slug} already exists: version names are unique per game")
+    try:
+        with push_lock():
+            return _push_locked(
+                game=game, name=name, source=source, notes=notes, user=user, publish=publish, progress=progress
+            )
+    except BackupInProgress as exc:
+        raise PushBlocked(str(exc)) from None
+
+
+def _push_locked(
+    *, game: Game, name: str, source: Path, notes: str, user: Any, publish: bool, progress: Progress | None
+) -> PushResult:
     sweep_staging(game=game)
 
     trees = storage.trees_dir(game.slug)

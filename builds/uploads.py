@@ -16,7 +16,7 @@ from django.http import Http404
 
 from builds import storage
 from builds.models import UploadSession
-from builds.services import BuildError, PushResult, push_version
+from builds.services import BuildError, PushBlocked, PushResult, push_version
 from catalog.models import Game
 from mistcore.fsutil import sha256_file
 from mistcore.manifest import validate_version_name
@@ -119,10 +119,13 @@ def finalize_upload(*, session: UploadSession, user: Any) -> PushResult:
         result = push_version(
             game=session.game, name=session.version_name, source=archive, notes=session.notes, user=user
         )
+    except PushBlocked:
+        archive.rename(path)  # keep the upload: finalizing again after the backup works
+        raise
     except BuildError as exc:
         UploadSession.objects.filter(pk=session.pk).update(status=UploadSession.Status.FAILED, error=str(exc))
-        raise
-    finally:
         archive.unlink(missing_ok=True)
+        raise
+    archive.unlink(missing_ok=True)
     UploadSession.objects.filter(pk=session.pk).update(status=UploadSession.Status.DONE, version=result.version)
     return result

@@ -27,6 +27,7 @@ from django.utils import timezone
 from builds import cache, storage
 from builds import services as builds_services
 from builds.jobs import JobFailed, ensure_job
+from builds.locks import BackupInProgress, push_lock
 from builds.models import CacheEntry, Job, Version
 from catalog.models import Game
 from deltas.models import DirectDelta
@@ -183,6 +184,15 @@ def _retire_tree(*, version: Version) -> None:
     tree = storage.tree_dir(game.slug, version.name)
     if not tree.is_dir():
         return
+    try:
+        with push_lock():
+            _move_tree_to_cache(version=version, tree=tree)
+    except BackupInProgress:
+        pass  # keep the tree: the next delta or push retires it
+
+
+def _move_tree_to_cache(*, version: Version, tree: Path) -> None:
+    game = version.game
     target = storage.cached_version_dir(game.slug, version.name)
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -560,6 +570,14 @@ def remove_version(*, version: Version, force: bool = False) -> RemoveResult:
     Removing the base or the only version loses data a friend might still need (the immutable
     base archive, or every file of the game), so it is refused unless `force` is given.
     """
+    try:
+        with push_lock():
+            return _remove_locked(version=version, force=force)
+    except BackupInProgress as exc:
+        raise DeltaError(str(exc)) from None
+
+
+def _remove_locked(*, version: Version, force: bool) -> RemoveResult:
     game = version.game
     child = version.children.order_by("seq").first()
     parent = version.parent
