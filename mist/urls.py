@@ -24,3 +24,16 @@ urlpatterns = [
     path("accounts/", include("accounts.urls")),
     path("", include("mist.store.urls")),
 ]
+
+
+def _not_found(request, exception=None):  # type: ignore[no-untyped-def]
+    """API and download clients get JSON 404s; browsers get the HTML page."""
+    from django.http import JsonResponse
+    from django.views.defaults import page_not_found
+
+    if request.path.startswith(("/api/", "/dl/")):
+        return JsonResponse({"detail": "Not found."}, status=404)
+    return page_not_found(request, exception)
+
+
+handler404 = _not_found
