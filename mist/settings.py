@@ -272,6 +272,6 @@ LOGGING = {
     "root": {"handlers": ["stdout"], "level": LOG_LEVEL},
     "loggers": {
         "django.db.backends": {"level": "INFO"},
-        "django_q": {"level": "WARNING"},
+        "django-q": {"level": "WARNING"},
     },
 }
