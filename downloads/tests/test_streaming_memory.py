@@ -65,10 +65,11 @@ def test_a_200_mb_download_does_not_grow_the_process(live_server: Any, friend: A
             client_digest.update(chunk)
     peak = _kib("VmHWM")
 
-    # then: every byte arrived, and the process (server thread and client) stayed within ~20 MB
+    # then: every byte arrived, and the process (server thread and client) stayed far below the artifact's size
     assert received == ARTIFACT
     assert client_digest.hexdigest() == response.headers["X-Mist-SHA256"] == digest.hexdigest()
     growth_mib = (peak - rss_before) / 1024
-    assert growth_mib < 20, f"peak RSS grew by {growth_mib:.1f} MiB while serving {ARTIFACT >> 20} MiB"
+    # 48 MiB of slack: in a long suite the allocator re-touches freed pages; reading the file whole is 200+.
+    assert growth_mib < 48, f"peak RSS grew by {growth_mib:.1f} MiB while serving {ARTIFACT >> 20} MiB"
     record = DownloadRecord.objects.filter(bytes_requested=ARTIFACT).get()
     assert record.bytes_served == ARTIFACT and record.completed
