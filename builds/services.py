@@ -144,8 +144,6 @@ def _stage_build(*, source: Path, tree: Path, version: str, progress: Progress |
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
             with os.fdopen(os.open(target, flags, 0o644), "wb") as out:
                 size, sha = copy_stream(reader, out, progress=progress)
-                out.flush()
-                os.fsync(out.fileno())
             if executable:
                 os.chmod(target, 0o755)
             records.append(FileRecord(path=rel, size=size, sha256=sha, executable=executable))
@@ -155,6 +153,9 @@ def _stage_build(*, source: Path, tree: Path, version: str, progress: Progress |
         raise BuildError(f"cannot read the build: {exc}") from exc
     if not records:
         raise BuildError(f"{source}: the build is empty (no files)")
+    # One sync for the whole tree (an fsync per file cost most of the push time), before the
+    # database commit makes the version exist.
+    os.sync()
     return Manifest(version=version, files=tuple(records))
 
 

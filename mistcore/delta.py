@@ -44,7 +44,16 @@ from typing import Any
 from mistcore import __version__
 from mistcore.engines import ENGINES, hdiff, windowed
 from mistcore.errors import ArchiveError, IntegrityError, ManifestError, UnsafePathError
-from mistcore.fsutil import _rmtree, atomic_dir, atomic_write, copy_stream, open_regular, sha256_bytes, sha256_file
+from mistcore.fsutil import (
+    _rmtree,
+    atomic_dir,
+    atomic_write,
+    copy_stream,
+    deferred_fsync,
+    open_regular,
+    sha256_bytes,
+    sha256_file,
+)
 
 # commit_stage lives in the journal (the lower layer) and is re-exported here.
 from mistcore.journal import begin, commit, commit_stage, discard, recover
@@ -340,8 +349,14 @@ class _SimilarIndex:
         return None
 
 
+_HASHLIKE = re.compile(r"^(?=[0-9a-f]*\d)[0-9a-f]{6,}$")
+
+
 def _pattern(name: str) -> str:
-    return re.sub(r"\d+", "#", name.lower())
+    """The name with version numbers and build hashes blanked: libfoo-1a2b3c4d.so.1.2 -> libfoo-#.so.#.#."""
+    tokens = re.split(r"([-_.+~])", name.lower())
+    tokens = ["#" if _HASHLIKE.match(t) else t for t in tokens]
+    return re.sub(r"\d+", "#", "".join(tokens))
 
 
 def _ext(name: str) -> str:
@@ -492,7 +507,7 @@ def build_direct_delta(
         rec = old_map[path]
         ops.append(DeltaOp(op="remove", path=path, source_sha256=rec.sha256, source_size=rec.size))
 
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir) as tmp, deferred_fsync():
         (tmp / "patches").mkdir()
         (tmp / "new_files").mkdir()
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
@@ -633,7 +648,8 @@ def apply_delta_dir(*, delta_dir: Path, install_root: Path, work_dir: Path) -> D
         executable=[op.path for op in delta.ops if op.executable],
     )
     try:
-        apply_delta_to_stage(delta=delta, delta_dir=delta_dir, source_root=install_root, stage_dir=stage)
+        with deferred_fsync():  # one sync before the journal may switch to committing
+            apply_delta_to_stage(delta=delta, delta_dir=delta_dir, source_root=install_root, stage_dir=stage)
     except BaseException:
         discard(install_root=install_root)
         raise

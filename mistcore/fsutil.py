@@ -15,6 +15,7 @@ import os
 import secrets
 import shutil
 import stat
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any, BinaryIO
@@ -98,12 +99,45 @@ def copy_stream(
     return out.count, out.hexdigest()
 
 
+_deferred = 0
+_deferred_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def deferred_fsync() -> Iterator[None]:
+    """Within: skip per-file fsyncs; at the end: one ``os.sync()`` makes every write durable at once.
+
+    Staging many files with an fsync each spent ~75% of a patch apply (bench item 5) and most of a
+    push in fsync; one sync at the end gives the same guarantee to whatever comes next (the journal
+    switching to "committing", the database commit of a push).
+    """
+    global _deferred
+    with _deferred_lock:
+        _deferred += 1
+    try:
+        yield
+    finally:
+        with _deferred_lock:
+            _deferred -= 1
+            last = _deferred == 0
+        if last:
+            os.sync()
+
+
+def fsync_file(fd: int) -> None:
+    """fsync a file descriptor, unless inside ``deferred_fsync``."""
+    if not _deferred:
+        os.fsync(fd)
+
+
 def _temp_name(path: Path, kind: str = "tmp") -> Path:
     return path.with_name(f".{path.name}.{kind}-{secrets.token_hex(6)}")
 
 
 def fsync_dir(path: Path | str) -> None:
     """fsync a folder so renames inside it are durable (a no-op where folders cannot be opened)."""
+    if _deferred:
+        return
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     except OSError:
@@ -129,7 +163,7 @@ def atomic_write(path: Path | str, mode: str = "wb") -> Iterator[Any]:
     try:
         yield f
         f.flush()
-        os.fsync(f.fileno())
+        fsync_file(f.fileno())
         f.close()
         os.replace(tmp, path)
     except BaseException:

@@ -40,7 +40,7 @@ import zstandard
 from mistcore import __version__
 from mistcore.engines import ENGINES, rdiff
 from mistcore.errors import ArchiveError, IntegrityError, ManifestError, MistCoreError, SignatureError, UnsafePathError
-from mistcore.fsutil import CHUNK, HashingWriter, _rmtree, atomic_write, open_regular, sha256_file
+from mistcore.fsutil import CHUNK, HashingWriter, _rmtree, atomic_write, deferred_fsync, open_regular, sha256_file
 from mistcore.manifest import (
     Manifest,
     canonical_json,
@@ -396,35 +396,42 @@ def apply_indirect_to_stage(*, bundle: Path, install_root: Path, stage_dir: Path
     unpack = stage_dir.parent / f".{stage_dir.name}.bundle-{secrets.token_hex(6)}"
     written: list[str] = []
     try:
-        names = extract_tar_zst(src=Path(bundle), dest=unpack, max_total_bytes=max_total_bytes)
-        if MANIFEST_NAME not in names:
-            raise ArchiveError(f"indirect bundle has no {MANIFEST_NAME}")
-        manifest = IndirectManifest.from_json((unpack / MANIFEST_NAME).read_bytes())
-        extra = set(names) - {op.blob for op in manifest.ops} - {MANIFEST_NAME}
-        if extra:
-            raise ArchiveError(f"indirect bundle has unexpected member {sorted(extra)[0]!r}")
-        for op in manifest.ops:
-            blob = unpack.joinpath(*op.blob.split("/"))
-            if not blob.is_file() or blob.stat().st_size != op.blob_size:
-                raise ArchiveError(f"indirect bundle: blob {op.blob!r} is missing or of the wrong size")
-            dst = stage_dir.joinpath(*op.path.split("/"))
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            if op.engine == "rdiff":
-                _apply_rdiff(op, blob=blob, basis=install_root.joinpath(*op.path.split("/")), dst=dst)
-            else:
-                ENGINES["zstd"].apply_file(
-                    old=None,
-                    patch=blob,
-                    out=dst,
-                    expected_size=op.target_size,
-                    expected_sha256=op.target_sha256,
-                    patch_sha256=op.blob_sha256,
-                )
-            os.chmod(dst, 0o755 if op.executable else 0o644)
-            written.append(op.path)
+        with deferred_fsync():  # one sync at the end, before a journal may commit the stage
+            return _stage_indirect(bundle, install_root, stage_dir, unpack, max_total_bytes, written)
     finally:
         if unpack.exists():
             _rmtree(unpack)
+
+
+def _stage_indirect(
+    bundle: Path, install_root: Path, stage_dir: Path, unpack: Path, max_total_bytes: int, written: list[str]
+) -> list[str]:
+    names = extract_tar_zst(src=Path(bundle), dest=unpack, max_total_bytes=max_total_bytes)
+    if MANIFEST_NAME not in names:
+        raise ArchiveError(f"indirect bundle has no {MANIFEST_NAME}")
+    manifest = IndirectManifest.from_json((unpack / MANIFEST_NAME).read_bytes())
+    extra = set(names) - {op.blob for op in manifest.ops} - {MANIFEST_NAME}
+    if extra:
+        raise ArchiveError(f"indirect bundle has unexpected member {sorted(extra)[0]!r}")
+    for op in manifest.ops:
+        blob = unpack.joinpath(*op.blob.split("/"))
+        if not blob.is_file() or blob.stat().st_size != op.blob_size:
+            raise ArchiveError(f"indirect bundle: blob {op.blob!r} is missing or of the wrong size")
+        dst = stage_dir.joinpath(*op.path.split("/"))
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if op.engine == "rdiff":
+            _apply_rdiff(op, blob=blob, basis=install_root.joinpath(*op.path.split("/")), dst=dst)
+        else:
+            ENGINES["zstd"].apply_file(
+                old=None,
+                patch=blob,
+                out=dst,
+                expected_size=op.target_size,
+                expected_sha256=op.target_sha256,
+                patch_sha256=op.blob_sha256,
+            )
+        os.chmod(dst, 0o755 if op.executable else 0o644)
+        written.append(op.path)
     return written
 
 

@@ -26,7 +26,7 @@ from typing import IO, Any, cast
 import zstandard
 
 from mistcore.errors import ArchiveError, UnsafePathError
-from mistcore.fsutil import CHUNK, HashingWriter, atomic_dir, atomic_write, open_regular
+from mistcore.fsutil import CHUNK, HashingWriter, atomic_dir, atomic_write, deferred_fsync, fsync_file, open_regular
 from mistcore.manifest import PathSet, validate_relpath
 from mistcore.zstdio import BoundedZstdReader
 
@@ -190,7 +190,7 @@ def write_member(dest_root: Path, name: str, member: IO[bytes], *, size: int, ex
         if written.count != size:
             raise ArchiveError(f"{name!r}: archive ends inside this member")
         out.flush()
-        os.fsync(out.fileno())
+        fsync_file(out.fileno())
     os.chmod(target, 0o755 if executable else 0o644)
 
 
@@ -202,7 +202,7 @@ def extract_tar_zst(
     if dest.exists() or dest.is_symlink():
         raise FileExistsError(f"{dest} already exists")
     names: list[str] = []
-    with atomic_dir(dest) as tmp:
+    with atomic_dir(dest) as tmp, deferred_fsync():
         for name, size, member in iter_tar_zst(
             Path(src), max_members=max_members, max_total_bytes=max_total_bytes, max_file_bytes=max_file_bytes
         ):
