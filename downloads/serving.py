@@ -168,6 +168,7 @@ def _accel_response(*, artifact: Artifact, decision: RangeDecision, user: Any, c
     response["X-Accel-Redirect"] = prefix.rstrip("/") + "/" + quote(artifact.relpath, safe="/")
     response["X-Accel-Buffering"] = "no"
     _common_headers(response, artifact)
+    del response["Accept-Ranges"]  # nginx adds its own for the file it serves
     services.start_download(user=user, artifact=artifact, decision=decision, via_accel=True, client=client)
     return response
 
