@@ -1,0 +1,1 @@
+"""The ``mist-patcher`` command: one module per subcommand, each returning a result object."""

@@ -1,0 +1,1 @@
+"""The PySide6 desktop app: sign-in, library, downloads panel, settings."""
