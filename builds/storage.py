@@ -59,7 +59,9 @@ def delta_dir(slug: str, from_version: str, to_version: str) -> Path:
 
 
 def delta_bundle_path(slug: str, from_version: str, to_version: str) -> Path:
-    return delta_dir(slug, from_version, to_version).with_suffix(".tar.zst")
+    folder = delta_dir(slug, from_version, to_version)
+    # Not with_suffix: version names have dots ("1.0__2.0" would become "1.0__2.tar.zst").
+    return folder.with_name(folder.name + ".tar.zst")
 
 
 def cached_version_dir(slug: str, version: str) -> Path:

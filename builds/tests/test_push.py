@@ -285,3 +285,9 @@ def test_manifest_api_serves_the_recorded_manifest(game: Game, tmp_path: Path, f
     assert response.status_code == 200
     assert response.content == storage.manifest_path("space-game", "1.0").read_bytes()
     assert json.loads(response.content)["version"] == "1.0"
+
+
+def test_bundle_paths_keep_dotted_version_names_apart() -> None:
+    a = storage.delta_bundle_path("g", "2.0", "2.1")
+    b = storage.delta_bundle_path("g", "2.0", "2.5")
+    assert a != b and a.name == "2.0__2.1.tar.zst" and a.parent == storage.delta_dir("g", "2.0", "2.1").parent
