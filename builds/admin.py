@@ -30,8 +30,15 @@ class CacheEntryAdmin(admin.ModelAdmin):
     list_display = ["key", "relpath", "size", "pinned", "last_used_at"]
     readonly_fields = [f.name for f in CacheEntry._meta.fields]
 
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        # Entries are made by the cache itself; an empty one (relpath "") would evict the whole cache root.
+        return False
+
 
 @admin.register(UploadSession)
 class UploadSessionAdmin(admin.ModelAdmin):
     list_display = ["id", "game", "version_name", "received", "total_size", "status", "created_by", "updated_at"]
     readonly_fields = [f.name for f in UploadSession._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # uploads are opened through the upload API

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 from django.db.models import Max, Q
@@ -145,7 +146,9 @@ class UploadDetailView(APIView):
         session = uploads.get_upload(upload_id=upload_id)
         try:
             session = uploads.write_chunk(
-                session=session, content_range=request.headers.get("Content-Range", ""), body=request.stream
+                # DRF gives no stream for an empty body: an empty chunk is a short chunk, not a crash.
+                session=session, content_range=request.headers.get("Content-Range", ""),
+                body=request.stream or io.BytesIO(),
             )
         except uploads.RangeMismatch as exc:
             return Response({"detail": str(exc), "received": exc.received}, status=status.HTTP_409_CONFLICT)

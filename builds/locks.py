@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS, connections
-from django.db.utils import OperationalError
+from django.db.utils import DatabaseError, OperationalError
 
 
 class BackupInProgress(Exception):
@@ -43,6 +43,17 @@ def _lock_connection() -> Iterator[Any]:
         conn.close()  # ending the session releases any advisory lock it still holds
 
 
+def _unlock(cursor: Any, sql: str) -> None:
+    """Release the lock; a session that died (restart, failover) already released it with itself.
+
+    An error here must not turn what ran under the lock (a committed push) into a reported failure.
+    """
+    try:
+        cursor.execute(sql, [PUSH_LOCK_KEY])
+    except DatabaseError:
+        pass
+
+
 @contextlib.contextmanager
 def push_lock() -> Iterator[None]:
     """Hold the push lock (shared) while changing the storage tree; refuse while a backup holds it.
@@ -65,7 +76,7 @@ def push_lock() -> Iterator[None]:
         try:
             yield
         finally:
-            cursor.execute("SELECT pg_advisory_unlock_shared(%s)", [PUSH_LOCK_KEY])
+            _unlock(cursor, "SELECT pg_advisory_unlock_shared(%s)")
 
 
 @contextlib.contextmanager
@@ -86,6 +97,6 @@ def backup_lock(*, timeout: float = 600) -> Iterator[None]:
         try:
             yield
         finally:
-            cursor.execute("SELECT pg_advisory_unlock(%s)", [PUSH_LOCK_KEY])
+            _unlock(cursor, "SELECT pg_advisory_unlock(%s)")
 
 

@@ -21,7 +21,8 @@ from catalog.models import Game
 from mistcore.fsutil import sha256_file
 from mistcore.manifest import validate_version_name
 
-_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+)$")
+# ASCII digits, at most 19 (a signed 64-bit size): int() never sees thousands of digits or other scripts.
+_RANGE = re.compile(r"^bytes ([0-9]{1,19})-([0-9]{1,19})/([0-9]{1,19})$")
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.zst", ".tzst")
 
 

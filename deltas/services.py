@@ -280,6 +280,9 @@ def _replay(version: Version) -> Path:
     chain.reverse()  # oldest first; chain[0] is the base when no tree was found
     target = storage.cached_version_dir(game.slug, version.name)
     target.parent.mkdir(parents=True, exist_ok=True)
+    # Half-replayed folders of an attempt that was killed (we hold the version's reconstruction lock).
+    for leftover in target.parent.glob(f".{target.name}.tmp-*"):
+        shutil.rmtree(leftover, ignore_errors=True)
     work = storage.work_dir() / f"replay-{uuid.uuid4().hex}"
     try:
         with atomic_dir(target, replace=True) as tmp:

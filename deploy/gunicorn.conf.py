@@ -38,11 +38,12 @@ proxy_allow_ips = forwarded_allow_ips
 
 # One access line per request on stdout (journald), carrying the request id that nginx sent, the
 # app echoed, and every JSON log line of the request repeats: grep one id to see the whole story.
+# No query string: a signed download URL's signature is a credential (see downloads.services).
 accesslog = "-"
 errorlog = "-"
 loglevel = os.environ.get("MIST_GUNICORN_LOG_LEVEL", "info")
 access_log_format = (
-    'access client=%({x-real-ip}i)s method=%(m)s path="%(U)s" query="%(q)s" status=%(s)s '
+    'access client=%({x-real-ip}i)s method=%(m)s path="%(U)s" status=%(s)s '
     'bytes=%(B)s ms=%(M)s rid=%({x-request-id}o)s ua="%(a)s"'
 )
 

@@ -390,6 +390,9 @@ def build_archive(*, version: Version) -> FullArchive:
             raise JobFailed(f"{version}: {relpath} is {actual} bytes on disk, {size} in the database")
     dst = storage.archive_path(game.slug, version.name)
     dst.parent.mkdir(parents=True, exist_ok=True)
+    # The half-written temp file of an attempt that was killed (the job row makes this one the only live one).
+    for leftover in dst.parent.glob(f".{dst.name}.tmp-*"):
+        leftover.unlink(missing_ok=True)
     size, sha256 = safetar.pack_tar_zst(
         root=tree, paths=[p for p, _ in entries], dst=dst, level=ARCHIVE_LEVEL, threads=ARCHIVE_THREADS
     )

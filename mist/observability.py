@@ -57,6 +57,9 @@ class JsonFormatter(logging.Formatter):
         }
         for key, value in vars(record).items():
             if key not in _STANDARD_ATTRS and key not in payload and not key.startswith("_"):
+                if isinstance(value, HttpRequest):
+                    # Never the query string: a signed download URL carries its signature there.
+                    value = f"{value.method} {value.path}"
                 payload[key] = value if isinstance(value, (str, int, float, bool, type(None))) else str(value)
         if record.exc_info:
             payload["exc"] = self.formatException(record.exc_info)

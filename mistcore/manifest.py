@@ -328,7 +328,8 @@ def load_json_object(data: bytes, *, max_bytes: int, what: str) -> dict[str, Any
 
     try:
         obj = json.loads(bytes(data).decode("utf-8"), object_pairs_hook=_no_duplicate_keys, parse_constant=no_constants)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+    # ValueError covers JSONDecodeError, UnicodeDecodeError and int()'s 4300-digit limit on huge literals.
+    except (ValueError, RecursionError) as exc:
         raise ManifestError(f"{what}: not valid JSON ({exc})") from None
     except ManifestError as exc:
         raise ManifestError(f"{what}: {exc}") from None

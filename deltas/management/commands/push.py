@@ -3,6 +3,7 @@ import time
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import DatabaseError
 
 from builds.models import Version
 from builds.services import BuildError, push_version
@@ -74,6 +75,12 @@ class Command(BaseCommand):
             )
         except BuildError as exc:
             raise CommandError(str(exc)) from None
+        except DatabaseError as exc:
+            # The connection died (restart, failover): the version's transaction did not commit.
+            raise CommandError(
+                f"lost the database during the push ({exc.__class__.__name__}: {str(exc).strip()}); "
+                f"{opts['version']} was not recorded (check with `manage.py ls {game.slug}`): push again"
+            ) from None
         if tty:
             progress.show(time.monotonic(), end="\n")
         v = result.version
