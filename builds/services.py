@@ -14,7 +14,6 @@ import logging
 import os
 import shutil
 import stat
-import tarfile
 import uuid
 import zipfile
 from collections.abc import Callable, Iterator
@@ -147,10 +146,17 @@ def _stage_build(*, source: Path, tree: Path, version: str, progress: Progress |
             if executable:
                 os.chmod(target, 0o755)
             records.append(FileRecord(path=rel, size=size, sha256=sha, executable=executable))
-    except (MistCoreError, zipfile.BadZipFile, tarfile.TarError, OSError, EOFError) as exc:
-        if isinstance(exc, OSError) and exc.errno == 28:
+    except BuildError:
+        raise
+    except OSError as exc:
+        if exc.errno == 28:
             raise BuildError(f"the storage disk is full while copying the build ({exc})") from exc
         raise BuildError(f"cannot read the build: {exc}") from exc
+    except Exception as exc:
+        # A corrupt archive surfaces as whatever its decoder raises (zlib, lzma, struct, unsupported
+        # zip methods...): all of them mean the same thing to the admin.
+        logger.warning("unreadable build", exc_info=True, extra={"source": str(source)})
+        raise BuildError(f"cannot read the build: {exc.__class__.__name__}: {exc}") from exc
     if not records:
         raise BuildError(f"{source}: the build is empty (no files)")
     # One sync for the whole tree (an fsync per file cost most of the push time), before the

@@ -114,7 +114,8 @@ def finalize_upload(*, session: UploadSession, user: Any) -> PushResult:
     if session.sha256 and sha256_file(path) != session.sha256:
         UploadSession.objects.filter(pk=session.pk).update(status=UploadSession.Status.FAILED, error="sha256 mismatch")
         raise BuildError("the uploaded file's sha256 does not match the one announced: upload it again")
-    archive = path.with_name(f"{session.pk}-{session.filename}")
+    suffix = next(sfx for sfx in ARCHIVE_SUFFIXES if session.filename.lower().endswith(sfx))
+    archive = path.with_name(f"{session.pk}{suffix}")  # never the client's name on our disk
     path.rename(archive)
     try:
         result = push_version(
