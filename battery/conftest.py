@@ -34,6 +34,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "runs_last: run at the very end of the session (disrupts other tests)")
 
 
+@pytest.hookimpl(trylast=True)  # after pytest-django's own reordering by test type
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     last = [item for item in items if item.get_closest_marker("runs_last")]
     if last:
