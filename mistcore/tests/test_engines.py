@@ -184,6 +184,48 @@ def test_windowed_vs_plain_hdiff_size(work: Path) -> None:
         assert (work / "o").read_bytes() == new
 
 
+def test_windowed_copy_windows_skip_hdiff(work: Path, rng: random.Random) -> None:
+    # 16 windows of 4 KiB; 3 KiB inserted in window 5: the windows after it are copies at drift -3 KiB.
+    old = rng.randbytes(16 * 4096)
+    new = old[: 5 * 4096] + rng.randbytes(3072) + old[5 * 4096 :]
+    new = new[:40_000] + b"edited!" + new[40_007:]
+    (work / "old").write_bytes(old)
+    (work / "new").write_bytes(new)
+    size = windowed.diff_file(old=work / "old", new=work / "new", out=work / "w", window=4096)
+    patch = (work / "w").read_bytes()
+    header = len(windowed.MAGIC) + windowed._HEADER.size
+    pos, kinds = header, []
+    while pos < len(patch):
+        old_offset, old_len, new_len, patch_len = windowed._WINDOW.unpack_from(patch, pos)
+        kinds.append("copy" if patch_len == 0 else "diff")
+        if patch_len == 0:
+            assert old_len == new_len and old[old_offset : old_offset + old_len] == new[len(kinds) * 4096 - 4096 :][:new_len]
+        pos += windowed._WINDOW.size + patch_len
+    assert kinds.count("copy") >= 10, kinds
+    assert kinds[:5] == ["copy"] * 5
+    assert size < 3072 + 4 * 4096, size
+    windowed.apply_file(
+        old=work / "old", patch=work / "w", out=work / "o", expected_size=len(new), expected_sha256=_sha(new)
+    )
+    assert (work / "o").read_bytes() == new
+    # A copy record pointing elsewhere in the basis gives other bytes: caught by the SHA-256, nothing written.
+    first = bytearray(patch)
+    windowed._WINDOW.pack_into(first, header, 4096, 4096, 4096, 0)
+    (work / "bad").write_bytes(bytes(first))
+    with pytest.raises(IntegrityError):
+        windowed.apply_file(
+            old=work / "old", patch=work / "bad", out=work / "o2", expected_size=len(new), expected_sha256=_sha(new)
+        )
+    assert not (work / "o2").exists()
+    # A copy record whose lengths disagree is refused as a malformed patch.
+    windowed._WINDOW.pack_into(first, header, 0, 4000, 4096, 0)
+    (work / "bad").write_bytes(bytes(first))
+    with pytest.raises(PatchError, match="copy window"):
+        windowed.apply_file(
+            old=work / "old", patch=work / "bad", out=work / "o2", expected_size=len(new), expected_sha256=_sha(new)
+        )
+
+
 def test_windowed_edge_sizes(work: Path, rng: random.Random) -> None:
     cases = {
         "empty->some": (b"", rng.randbytes(10_000)),
