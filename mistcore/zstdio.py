@@ -170,20 +170,39 @@ def compress_file(src: Path, dst: Path, *, level: int = 19, threads: int = 0) ->
     return compress_file_hashed(src, dst, level=level, threads=threads)[0]
 
 
-def compress_file_hashed(src: Path, dst: Path, *, level: int = 19, threads: int = 0) -> tuple[int, int, str]:
-    """Like ``compress_file``; return (compressed size, input size, input SHA-256) from the same read."""
+class OverLimit(Exception):
+    """``compress_file_hashed(limit=...)`` stopped: the compressed output went over the limit."""
+
+
+def compress_file_hashed(
+    src: Path, dst: Path, *, level: int = 19, threads: int = 0, limit: int | None = None
+) -> tuple[int, int, str]:
+    """Like ``compress_file``; return (compressed size, input size, input SHA-256) from the same read.
+
+    With ``limit``, ``OverLimit`` is raised (and ``dst`` never appears) as soon as more than
+    ``limit`` compressed bytes have come out: the delta builder compresses a whole file only to
+    compare it with a patch it already has, and a 4 GiB file at level 19 takes half an hour while
+    a few MB of output settle the comparison.
+    """
     cctx = zstandard.ZstdCompressor(level=level, threads=threads, write_checksum=True, write_content_size=True)
     with open(src, "rb") as fin, atomic_write(dst) as fout:
         src_size = os.fstat(fin.fileno()).st_size
         counter = HashingWriter(fout)
         source = HashingWriter(None)
-        with cctx.stream_writer(cast(IO[bytes], counter), size=src_size, closefd=False) as writer:
-            while chunk := fin.read(CHUNK):
-                source.write(chunk)
-                writer.write(chunk)
+        # Not a ``with`` block: closing ends the frame, which zstd refuses (and reports instead of
+        # our error) when fewer bytes than announced went in.
+        writer = cctx.stream_writer(cast(IO[bytes], counter), size=src_size, closefd=False)
+        while chunk := fin.read(CHUNK):
+            source.write(chunk)
+            writer.write(chunk)
+            if limit is not None and counter.count > limit:
+                raise OverLimit(f"{src}: compressed output passed {limit} bytes")
         if source.count != src_size:
             # The frame header promised src_size bytes; a file changing under us must not ship.
             raise IntegrityError(f"{src}: file changed size while it was being compressed")
+        writer.close()
+        if limit is not None and counter.count > limit:
+            raise OverLimit(f"{src}: compressed output passed {limit} bytes")
     return counter.count, source.count, source.hexdigest()
 
 

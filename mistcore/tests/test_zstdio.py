@@ -14,6 +14,7 @@ import zstandard
 
 from mistcore.errors import ArchiveError, IntegrityError
 from mistcore.tests.helpers import structured_bytes
+from mistcore import zstdio
 from mistcore.zstdio import FrameTracker, compress_bytes, compress_file, decompress_file, decompress_stream
 
 
@@ -109,3 +110,22 @@ def test_empty_file(work: Path) -> None:
         decompress_file(work / "empty.zst", work / "out", max_output=0, expected_size=0, expected_sha256=empty_sha) == 0
     )
     assert (work / "out").read_bytes() == b""
+
+
+def test_compress_file_hashed_stops_over_the_limit(tmp_path: Path) -> None:
+    tmp_path = tmp_path / "limit"
+    tmp_path.mkdir()
+    data = random.Random(5).randbytes(6 << 20)  # incompressible: output grows with the input
+    (tmp_path / "src").write_bytes(data)
+    started = time.perf_counter()
+    with pytest.raises(zstdio.OverLimit):
+        zstdio.compress_file_hashed(tmp_path / "src", tmp_path / "dst", level=19, limit=1 << 20)
+    assert time.perf_counter() - started < 30
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"], "no output and no temp file left behind"
+    # Under the limit it behaves as without one.
+    size, read, sha = zstdio.compress_file_hashed(tmp_path / "src", tmp_path / "dst", level=3, limit=7 << 20)
+    assert (size, read, sha) == ((tmp_path / "dst").stat().st_size, len(data), hashlib.sha256(data).hexdigest())
+    # A limit just below the final size is still caught at the end (the last block is flushed on close).
+    with pytest.raises(zstdio.OverLimit):
+        zstdio.compress_file_hashed(tmp_path / "src", tmp_path / "dst2", level=3, limit=size - 1)
+    assert not (tmp_path / "dst2").exists()
