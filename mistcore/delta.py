@@ -73,7 +73,7 @@ from mistcore.manifest import (
     validate_version_name,
 )
 from mistcore.safetar import extract_tar_zst, pack_tar_zst
-from mistcore.zstdio import compress_file_hashed
+from mistcore.zstdio import OverLimit, compress_file_hashed
 
 DELTA_FORMAT = "mist-delta/1"
 MANIFEST_NAME = "delta_manifest.json"
@@ -414,40 +414,48 @@ def _encode(
     target = group.record
     new_file = _file_in(new_root, target.path)
     full_rel = f"new_files/{group.index:06d}.zst"
-    full_size, size, sha = compress_file_hashed(new_file, tmp / full_rel, level=level)
-    if (size, sha) != (target.size, target.sha256):
-        raise IntegrityError(f"{target.path}: new file does not match the new manifest")
-    best = _Encoded(
-        op="add", engine="zstd", blob=full_rel, blob_size=full_size, blob_sha256=sha256_file(tmp / full_rel)
-    )
-    if group.basis is None or target.size == 0:
-        return best
-    big = max(group.basis.size, target.size) > hdiff_max_bytes
-    patch_rel = f"patches/{group.index:06d}.{'hdiffw' if big else 'hdiff'}"
-    engine = _diff_with_check(
-        basis=group.basis,
-        old_file=_file_in(old_root, group.basis.path),
-        target=target,
-        new_file=new_file,
-        out=tmp / patch_rel,
-        hdiff_max_bytes=hdiff_max_bytes,
-        window=window,
-        level=level,
-    )
-    patch_size = os.path.getsize(tmp / patch_rel)
-    # A tie goes to the whole file: it needs no basis on the client.
-    if patch_size < full_size:
-        os.unlink(tmp / full_rel)
-        return _Encoded(
+    patch: _Encoded | None = None
+    if group.basis is not None and target.size > 0:
+        big = max(group.basis.size, target.size) > hdiff_max_bytes
+        patch_rel = f"patches/{group.index:06d}.{'hdiffw' if big else 'hdiff'}"
+        engine = _diff_with_check(  # checks the new file against the manifest too
+            basis=group.basis,
+            old_file=_file_in(old_root, group.basis.path),
+            target=target,
+            new_file=new_file,
+            out=tmp / patch_rel,
+            hdiff_max_bytes=hdiff_max_bytes,
+            window=window,
+            level=level,
+        )
+        patch = _Encoded(
             op="patch",
             engine=engine,
             blob=patch_rel,
-            blob_size=patch_size,
+            blob_size=os.path.getsize(tmp / patch_rel),
             blob_sha256=sha256_file(tmp / patch_rel),
             basis=group.basis,
         )
-    os.unlink(tmp / patch_rel)
-    return best
+    # The whole file is compressed only as far as it can still beat the patch: a few MB of output
+    # settle it for a 4 GiB pack that would take half an hour at level 19.
+    try:
+        full_size, size, sha = compress_file_hashed(
+            new_file, tmp / full_rel, level=level, limit=None if patch is None else patch.blob_size
+        )
+    except OverLimit:
+        assert patch is not None
+        return patch
+    if (size, sha) != (target.size, target.sha256):
+        raise IntegrityError(f"{target.path}: new file does not match the new manifest")
+    # A tie goes to the whole file: it needs no basis on the client.
+    if patch is not None and patch.blob_size < full_size:
+        os.unlink(tmp / full_rel)
+        return patch
+    if patch is not None:
+        os.unlink(tmp / patch.blob)
+    return _Encoded(
+        op="add", engine="zstd", blob=full_rel, blob_size=full_size, blob_sha256=sha256_file(tmp / full_rel)
+    )
 
 
 def _file_in(root: Path, rel: str) -> Path:

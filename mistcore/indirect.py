@@ -54,7 +54,7 @@ from mistcore.manifest import (
     validate_version_name,
 )
 from mistcore.safetar import extract_tar_zst, iter_tar, pack_tar, pack_tar_zst
-from mistcore.zstdio import compress_file_hashed
+from mistcore.zstdio import OverLimit, compress_file_hashed
 
 SIGS_FORMAT = "mist-sigs/1"
 INDIRECT_FORMAT = "mist-indirect/1"
@@ -339,18 +339,27 @@ def build_indirect_bundle(
                 raise ManifestError(f"{path!r} is not a file of version {target_manifest.version}", path=path)
             new_file = Path(target_root).joinpath(*validate_relpath(path).split("/"))
             full_rel = f"new_files/{i:06d}.zst"
-            full_size, size, sha = compress_file_hashed(new_file, tmp / full_rel, level=level)
-            if (size, sha) != (rec.size, rec.sha256):
-                raise IntegrityError(f"{path}: target file does not match its manifest", path=path)
             engine, blob, basis = "zstd", full_rel, None
+            delta_size: int | None = None
             if path in signatures:
                 if path not in basis_info:
                     raise SignatureError(f"{path}: signature without basis information", path=path)
                 delta_rel = f"deltas/{i:06d}.rdiff"
                 rdiff.delta_file(signature=signatures[path], new=new_file, out=tmp / delta_rel)
                 # The bundle compresses the delta's literal bytes, so compare compressed sizes.
-                if _compressed_size(tmp / delta_rel, BUNDLE_LEVEL) < full_size:
-                    os.unlink(tmp / full_rel)
+                delta_size = _compressed_size(tmp / delta_rel, BUNDLE_LEVEL)
+            full_size: int | None
+            try:
+                # The whole file only as far as it can still beat the delta (see delta._encode).
+                full_size, size, sha = compress_file_hashed(new_file, tmp / full_rel, level=level, limit=delta_size)
+            except OverLimit:
+                full_size, size, sha = None, os.path.getsize(new_file), sha256_file(new_file)
+            if (size, sha) != (rec.size, rec.sha256):
+                raise IntegrityError(f"{path}: target file does not match its manifest", path=path)
+            if delta_size is not None:
+                if full_size is None or delta_size < full_size:
+                    if full_size is not None:
+                        os.unlink(tmp / full_rel)
                     engine, blob, basis = "rdiff", delta_rel, basis_info[path]["sha256"]
                 else:
                     os.unlink(tmp / delta_rel)
