@@ -295,15 +295,29 @@ class MainWindow(QMainWindow):
     # --- links and settings -------------------------------------------------------------------
 
     def handle_url(self, url: str) -> None:
-        """A mist://install/<slug> link: install it (or update it) once the library is known."""
+        """A mist://install/<slug> link: install it (or update it) once the library is known.
+
+        Used at startup and for the links later launches forward to this window (single instance).
+        """
         try:
             self.pending_link = parse_mist_url(url)
         except ConfigError as exc:
             self.last_error = str(exc)
             self.library.message.setText(str(exc))
             return
-        if self.server_games is not None:
+        if self.server_games is None or not self.ctx.api.logged_in:
+            return  # followed once the library has loaded (after sign-in if need be)
+        if self.pending_link.slug in self.library.cards:
             self._follow_pending_link()
+        else:
+            self.refresh_library()  # e.g. bought in the store since the library loaded
+
+    def bring_to_front(self) -> None:
+        """Show, un-minimise, raise and activate the window (a later launch asked for it)."""
+        self.setWindowState((self.windowState() & ~Qt.WindowState.WindowMinimized) | Qt.WindowState.WindowActive)
+        self.show()
+        self.raise_()
+        self.activateWindow()
 
     def _follow_pending_link(self) -> None:
         link, self.pending_link = self.pending_link, None
