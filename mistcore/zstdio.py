@@ -116,10 +116,13 @@ class _TrackedSource:
 class BoundedZstdReader:
     """A readable stream of decompressed bytes: capped, window-limited and checked for truncation."""
 
-    def __init__(self, fileobj: IO[bytes], *, max_output: int) -> None:
+    def __init__(
+        self, fileobj: IO[bytes], *, max_output: int, decompressor: zstandard.ZstdDecompressor | None = None
+    ) -> None:
         self._tracker = FrameTracker()
         self._source = _TrackedSource(fileobj, self._tracker)
-        dctx = zstandard.ZstdDecompressor(max_window_size=MAX_WINDOW_SIZE)
+        # A caller passing its own decompressor (a dictionary, a larger window) sets its window cap itself.
+        dctx = decompressor if decompressor is not None else zstandard.ZstdDecompressor(max_window_size=MAX_WINDOW_SIZE)
         self._reader = dctx.stream_reader(cast(IO[bytes], self._source), read_size=CHUNK, read_across_frames=True)
         self._max_output = max_output
         self.count = 0

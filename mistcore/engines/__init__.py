@@ -5,6 +5,8 @@ old_sha256=None, patch_sha256=None)``, which writes ``out`` atomically and only 
 size and SHA-256 match (``IntegrityError`` or ``PatchError`` otherwise, and no ``out`` file):
 
 - ``hdiff``: one in-memory HDiffPatch patch (``engines/hdiff.py``);
+- ``zstd-patch``: the new file zstd-compressed with the old file as its dictionary, what
+  ``zstd --patch-from`` does; in memory, for files up to 4 MiB (``engines/zpatch.py``);
 - ``hdiff-window``: HDiffPatch in bounded-memory windows for big files (``engines/windowed.py``);
 - ``zstd``: the whole new file, zstd-compressed; ``old`` is ignored (``engines/full.py``);
 - ``rdiff``: a librsync delta, applied in a child process with a timeout (``engines/rdiff.py``).
@@ -14,16 +16,17 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from mistcore.engines import full, hdiff, rdiff, windowed
+from mistcore.engines import full, hdiff, rdiff, windowed, zpatch
 
 ENGINES: dict[str, ModuleType] = {
     hdiff.NAME: hdiff,
+    zpatch.NAME: zpatch,
     windowed.NAME: windowed,
     full.NAME: full,
     rdiff.NAME: rdiff,
 }
 
 # Engines a direct delta may use (rdiff belongs to indirect updates).
-DIRECT_ENGINES = frozenset({hdiff.NAME, windowed.NAME, full.NAME})
+DIRECT_ENGINES = frozenset({hdiff.NAME, zpatch.NAME, windowed.NAME, full.NAME})
 
 __all__ = ["DIRECT_ENGINES", "ENGINES"]

@@ -104,7 +104,8 @@ def test_build_chooses_the_right_ops(work: Path, versions: dict[str, Any]) -> No
     assert kinds["lib/libfoo-1.3.so"] == ("patch", "hdiff", "lib/libfoo-1.2.so")
     assert kinds["tools/run.sh"] == ("copy", None, "tools/run.sh")
     assert kinds["assets/noise.bin"][:2] == ("add", "zstd")
-    assert kinds["config.json"][:2] == ("add", "zstd")  # rewritten: the whole file is smaller than a patch
+    # Rewritten small text: zstd with the old file as dictionary beats hdiff and the whole file.
+    assert kinds["config.json"][:2] == ("patch", "zstd-patch")
     assert kinds["new_empty"] == ("copy", None, "empty.txt")  # empty content exists already
     assert {p for p, op in ops.items() if op.op == "remove"} == {
         "data/level2.pak",

@@ -1,0 +1,323 @@
+"""zstd-patch engine: round trips, wrong basis, corrupt and hostile blobs, and its choice by the delta builder."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import random
+import shutil
+import struct
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import zstandard
+
+from mistcore.delta import (
+    MANIFEST_NAME,
+    DeltaManifest,
+    apply_delta_dir,
+    apply_delta_to_stage,
+    build_direct_delta,
+    bundle_delta,
+    commit_stage,
+    unpack_bundle,
+)
+from mistcore.engines import DIRECT_ENGINES, ENGINES, hdiff, zpatch
+from mistcore.errors import IntegrityError, ManifestError, PatchError
+from mistcore.fsutil import clone_tree
+from mistcore.manifest import scan_directory
+from mistcore.tests.helpers import mutate, snapshot, structured_bytes, write_tree
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@pytest.fixture
+def pair(work: Path, rng: random.Random) -> tuple[Path, Path, bytes]:
+    old = structured_bytes(rng, 400_000)
+    new = mutate(rng, old)
+    (work / "old").write_bytes(old)
+    (work / "new").write_bytes(new)
+    return work / "old", work / "new", new
+
+
+def _apply(work: Path, old: Path | None, patch: Path, data: bytes, **kw: Any) -> None:
+    zpatch.apply_file(
+        old=old, patch=patch, out=work / "out", expected_size=len(data), expected_sha256=_sha(data), **kw
+    )
+
+
+def _frame(content: bytes, *, window_exponent: int | None, declared_size: int | None) -> bytes:
+    """A hand-made blob (a zstd frame without magic) holding ``content`` as one raw block, with the header we choose."""
+    if declared_size is None:
+        fcs_flag, fcs = 0, b""
+    elif declared_size < 1 << 32:
+        fcs_flag, fcs = 2, struct.pack("<I", declared_size)
+    else:
+        fcs_flag, fcs = 3, struct.pack("<Q", declared_size)
+    single_segment = window_exponent is None
+    descriptor = (fcs_flag << 6) | (0x20 if single_segment else 0)
+    header = bytes([descriptor])  # the blob leaves out the frame's magic number
+    if not single_segment:
+        assert window_exponent is not None
+        header += bytes([window_exponent << 3])  # window = 1 << (10 + exponent)
+    block = ((len(content) << 3) | 1).to_bytes(3, "little")  # last block, raw
+    return header + fcs + block + content
+
+
+def test_round_trip_is_a_zstd_frame_without_its_magic(work: Path, pair: tuple[Path, Path, bytes]) -> None:
+    old, new, data = pair
+    size = zpatch.diff_file(old=old, new=new, out=work / "p")
+    patch = (work / "p").read_bytes()
+    assert size == len(patch) < len(zstandard.ZstdCompressor(level=19).compress(data)) // 10
+    assert zpatch.read_header(patch)[0] == len(data)
+    _apply(work, old, work / "p", data, old_sha256=_sha(old.read_bytes()), patch_sha256=_sha(patch))
+    assert (work / "out").read_bytes() == data
+    assert zpatch.apply_bytes(old.read_bytes(), patch, expected_size=len(data)) == data
+    assert not patch.startswith(zpatch.MAGIC)
+    if shutil.which("zstd"):  # what `zstd --patch-from` reads once the magic is back: handy when debugging
+        (work / "p.zst").write_bytes(zpatch.MAGIC + patch)
+        out = subprocess.run(
+            ["zstd", "-d", "-c", "--long=31", f"--patch-from={old}", str(work / "p.zst")],
+            capture_output=True,
+            check=True,
+        )
+        assert out.stdout == data
+        (work / "p.zst").unlink()
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        (b"", b""),
+        (b"", b"brand new"),
+        (b"was here", b""),
+        (b"x", b"xy"),
+        (b"1234567", b"12345678"),  # a dictionary under 8 bytes: zstd ignores it when compressing
+        (b"a" * 9, b"a" * 9),
+    ],
+)
+def test_empty_and_tiny_files(work: Path, old: bytes, new: bytes) -> None:
+    (work / "old").write_bytes(old)
+    (work / "new").write_bytes(new)
+    zpatch.diff_file(old=work / "old", new=work / "new", out=work / "p")
+    _apply(work, work / "old", work / "p", new)
+    assert (work / "out").read_bytes() == new
+    assert zpatch.apply_bytes(old, zpatch.diff_bytes(old, new), expected_size=len(new)) == new
+
+
+def test_wrong_basis_is_caught_and_nothing_written(work: Path, pair: tuple[Path, Path, bytes]) -> None:
+    old, new, data = pair
+    zpatch.diff_file(old=old, new=new, out=work / "p")
+    other = bytearray(old.read_bytes())
+    other[1000:1010] = b"0123456789"  # same size, different bytes: zstd alone would not notice
+    (work / "other").write_bytes(bytes(other))
+    with pytest.raises(IntegrityError, match="basis"):
+        _apply(work, work / "other", work / "p", data, old_sha256=_sha(old.read_bytes()))
+    with pytest.raises(IntegrityError, match="SHA-256"):
+        _apply(work, work / "other", work / "p", data)
+    with pytest.raises(PatchError, match="old file"):
+        _apply(work, None, work / "p", data)
+    assert sorted(p.name for p in work.iterdir()) == ["new", "old", "other", "p"]
+
+
+def test_corrupt_or_truncated_patch_never_writes_wrong_bytes(work: Path, pair: tuple[Path, Path, bytes]) -> None:
+    old, new, data = pair
+    zpatch.diff_file(old=old, new=new, out=work / "p")
+    patch = (work / "p").read_bytes()
+    rng = random.Random(5)
+    for trial in range(60):
+        bad = bytearray(patch)
+        for _ in range(rng.randint(1, 4)):
+            bad[rng.randrange(len(bad))] ^= 1 << rng.randrange(8)
+        (work / "bad").write_bytes(bytes(bad))
+        with pytest.raises((IntegrityError, PatchError)):
+            _apply(work, old, work / "bad", data)
+        assert not (work / "out").exists(), trial
+    for cut in (len(patch) // 2, len(patch) - 1, 10, 3):
+        (work / "bad").write_bytes(patch[:cut])
+        with pytest.raises((IntegrityError, PatchError)):
+            _apply(work, old, work / "bad", data)
+    with pytest.raises(IntegrityError, match="corrupt"):
+        _apply(work, old, work / "p", data, patch_sha256=_sha(b"another patch"))
+    (work / "bad").write_bytes(b"garbage that is no zstd frame")
+    with pytest.raises(PatchError, match="zstd-patch"):
+        _apply(work, old, work / "bad", data)
+    (work / "bad").write_bytes(patch + zpatch.MAGIC + patch)  # a second frame would be more output than expected
+    with pytest.raises((IntegrityError, PatchError)):
+        _apply(work, old, work / "bad", data)
+    assert not (work / "out").exists()
+
+
+def test_hostile_sizes_and_windows_are_refused_before_decoding(
+    work: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    content = b"tiny output"
+    (work / "old").write_bytes(b"o" * 1000)
+    # A sane hand-made frame decodes (so the refusals below come from the header checks).
+    (work / "ok").write_bytes(_frame(content, window_exponent=0, declared_size=len(content)))
+    _apply(work, work / "old", work / "ok", content)
+    assert (work / "out").read_bytes() == content
+    (work / "out").unlink()
+
+    def no_decoding(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("the header should have been refused before any decoding")
+
+    monkeypatch.setattr(zpatch, "_decompressor", no_decoding)
+    monkeypatch.setattr(Path, "read_bytes", no_decoding)  # nor the basis read into memory
+    cases = {
+        "declares": _frame(content, window_exponent=0, declared_size=1 << 40),  # 1 TiB bomb
+        "window": _frame(content, window_exponent=20, declared_size=len(content)),  # 1 GiB window for 11 bytes
+        "no output size": _frame(content, window_exponent=0, declared_size=None),
+    }
+    for message, blob in cases.items():
+        (work / "bad").write_bytes(blob)
+        with pytest.raises(PatchError, match=message):
+            _apply(work, work / "old", work / "bad", content)
+    with pytest.raises(PatchError, match="limit"):
+        zpatch.apply_file(
+            old=work / "old", patch=work / "ok", out=work / "out", expected_size=1 << 40, expected_sha256="0" * 64
+        )
+    assert not (work / "out").exists()
+    monkeypatch.undo()
+    # The decoder enforces the same window cap by itself whenever it would need a window buffer
+    # (output smaller than the frame; a frame fitting the output buffer is decoded straight into it).
+    longer = b"x" * 4096
+    big_window = _frame(longer, window_exponent=20, declared_size=len(longer))
+    with pytest.raises(zstandard.ZstdError, match="too much memory"):
+        zpatch._decompressor(b"o" * 1000, len(longer)).stream_reader(io.BytesIO(zpatch.MAGIC + big_window)).read(100)
+
+
+def test_blob_reads_back_as_a_whole_frame_in_any_read_sizes() -> None:
+    for size in (1, 2, 3, 4, 5, 7, -1):
+        reader = zpatch._Reframed(io.BytesIO(b"frame body"))
+        chunks = []
+        while chunk := reader.read(size):
+            chunks.append(chunk)
+        assert b"".join(chunks) == zpatch.MAGIC + b"frame body"
+
+
+def test_window_covers_both_files() -> None:
+    assert zpatch.window_log(0, 0) == zstandard.WINDOWLOG_MIN
+    assert 1 << zpatch.window_log(3 << 20, 5 << 20) >= 8 << 20
+    assert zpatch.window_log(1 << 40, 1) == zstandard.WINDOWLOG_MAX
+
+
+# The delta builder.
+
+
+def _versions(rng: random.Random) -> tuple[dict[str, bytes], dict[str, bytes], dict[str, bytes]]:
+    """A settings file whose version stamps change (zstd-patch's best case), a library (hdiff's), a removal."""
+    words = b"alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu".split()
+    settings = b"\n".join(
+        b"%s = %d  # %s (since 2.5.6)" % (rng.choice(words), rng.randrange(10**6), b" ".join(rng.choices(words, k=6)))
+        for _ in range(400)
+    )
+    lib = structured_bytes(rng, 200_000)
+    v1 = {"config/settings.ini": settings, "lib/libgame.so": lib, "data/keep.bin": rng.randbytes(5000)}
+    v2 = dict(v1)
+    v2["config/settings.ini"] = settings.replace(b"2.5.6", b"2.5.7")
+    v2["lib/libgame.so"] = mutate(rng, lib)
+    v3 = dict(v2)
+    v3["config/settings.ini"] = settings.replace(b"2.5.6", b"2.5.8")
+    del v3["data/keep.bin"]
+    return v1, v2, v3
+
+
+def _delta(work: Path, a: str, b: str, **kw: Any) -> DeltaManifest:
+    return build_direct_delta(
+        old_root=work / a,
+        old_manifest=scan_directory(work / a, version=a),
+        new_root=work / b,
+        new_manifest=scan_directory(work / b, version=b),
+        out_dir=work / f"{a}-{b}",
+        **kw,
+    )
+
+
+def test_builder_picks_zstd_patch_when_smaller_and_it_round_trips(work: Path, rng: random.Random) -> None:
+    # given three versions where a text file is edited twice and a library once
+    for name, files in zip(("v1", "v2", "v3"), _versions(rng)):
+        write_tree(work / name, dict(files))
+    # when the deltas are built
+    d12, d23 = _delta(work, "v1", "v2"), _delta(work, "v2", "v3")
+    # then each changed file took the smaller of the two in-memory engines
+    for delta, (a, b) in ((d12, ("v1", "v2")), (d23, ("v2", "v3"))):
+        for op in delta.ops:
+            if op.op != "patch":
+                continue
+            old_bytes, new_bytes = (work / a / op.path).read_bytes(), (work / b / op.path).read_bytes()
+            sizes = {
+                hdiff.NAME: len(hdiff.diff_bytes(old_bytes, new_bytes)),
+                zpatch.NAME: len(zpatch.diff_bytes(old_bytes, new_bytes)),
+            }
+            assert op.blob_size == min(sizes.values()), (op.path, sizes)
+            assert op.engine == (zpatch.NAME if sizes[zpatch.NAME] < sizes[hdiff.NAME] else hdiff.NAME)
+            assert str(op.blob).endswith(".zpatch" if op.engine == zpatch.NAME else ".hdiff")
+    for delta in (d12, d23):
+        assert {op.path: op.engine for op in delta.ops if op.op == "patch"}["config/settings.ini"] == zpatch.NAME
+    assert DeltaManifest.from_json((work / "v1-v2" / MANIFEST_NAME).read_bytes()) == d12
+
+    # Chain replay on the server: apply_delta_dir forward, delta after delta.
+    clone_tree(work / "v1", work / "replay")
+    apply_delta_dir(delta_dir=work / "v1-v2", install_root=work / "replay", work_dir=work / "tmp1")
+    apply_delta_dir(delta_dir=work / "v2-v3", install_root=work / "replay", work_dir=work / "tmp2")
+    assert snapshot(work / "replay") == snapshot(work / "v3")
+
+    # The patcher: the bundle as downloaded, unpacked, staged, then committed.
+    clone_tree(work / "v1", work / "install")
+    for name in ("v1-v2", "v2-v3"):
+        bundle_delta(delta_dir=work / name, dst=work / f"{name}.tar.zst")
+        delta = unpack_bundle(src=work / f"{name}.tar.zst", dest=work / f"{name}-unpacked", max_total_bytes=10**8)
+        written = apply_delta_to_stage(
+            delta=delta, delta_dir=work / f"{name}-unpacked", source_root=work / "install", stage_dir=work / "stage"
+        )
+        commit_stage(install_root=work / "install", stage_dir=work / "stage", written=written, removed=delta.removed)
+    assert snapshot(work / "install") == snapshot(work / "v3")
+
+
+def test_builder_leaves_files_over_the_limit_to_hdiff(work: Path, rng: random.Random) -> None:
+    v1, v2, _ = _versions(rng)
+    write_tree(work / "v1", dict(v1))
+    write_tree(work / "v2", dict(v2))
+    delta = _delta(work, "v1", "v2", zpatch_max_bytes=1000)
+    assert {op.engine for op in delta.ops if op.op == "patch"} == {hdiff.NAME}
+
+
+def test_stage_refuses_a_zstd_patch_on_a_modified_file(work: Path, rng: random.Random) -> None:
+    v1, v2, _ = _versions(rng)
+    write_tree(work / "v1", dict(v1))
+    write_tree(work / "v2", dict(v2))
+    delta = _delta(work, "v1", "v2")
+    clone_tree(work / "v1", work / "install")
+    assert {op.path: op.engine for op in delta.ops}["config/settings.ini"] == zpatch.NAME
+    (work / "install" / "config/settings.ini").unlink()
+    (work / "install" / "config/settings.ini").write_bytes(v1["config/settings.ini"].replace(b"alpha", b"omega"))
+    with pytest.raises(IntegrityError, match="config/settings.ini"):
+        apply_delta_to_stage(
+            delta=delta, delta_dir=work / "v1-v2", source_root=work / "install", stage_dir=work / "stage"
+        )
+    assert not (work / "stage" / "config/settings.ini").exists()
+
+
+def test_manifest_names_unknown_engines_clearly(work: Path, rng: random.Random) -> None:
+    v1, v2, _ = _versions(rng)
+    write_tree(work / "v1", dict(v1))
+    write_tree(work / "v2", dict(v2))
+    _delta(work, "v1", "v2")
+    doc = json.loads((work / "v1-v2" / MANIFEST_NAME).read_bytes())
+    patch = next(op for op in doc["ops"] if op["op"] == "patch")
+    assert zpatch.NAME in DIRECT_ENGINES and ENGINES[zpatch.NAME] is zpatch
+    patch["engine"] = "zstd-patch-v9"
+    with pytest.raises(ManifestError, match="does not know engine 'zstd-patch-v9'; update the patcher"):
+        DeltaManifest.from_json(json.dumps(doc).encode())
+    patch["engine"] = "rdiff"
+    with pytest.raises(ManifestError, match="not allowed in a direct delta"):
+        DeltaManifest.from_json(json.dumps(doc).encode())
+    patch["engine"] = 7
+    with pytest.raises(ManifestError, match="engine must be a string"):
+        DeltaManifest.from_json(json.dumps(doc).encode())
