@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 from typing import Any
 
-from django.db.models import Max, Q
 from django.http import HttpResponse
 from drf_spectacular.utils import OpenApiTypes, extend_schema
 from rest_framework import serializers, status
@@ -15,9 +14,16 @@ from rest_framework.views import APIView
 
 from accounts.permissions import IsAdminScope
 from builds import uploads
-from builds.access import latest_visible_version, visible_game, visible_version, visible_versions
+from builds.access import (
+    latest_visible_version,
+    visible_game,
+    visible_games_with_latest,
+    visible_version,
+    visible_versions,
+)
+from builds.manifest_cache import cached_manifest
 from builds.models import Version
-from builds.services import BuildError, PushBlocked, read_manifest
+from builds.services import BuildError, PushBlocked
 from catalog.models import Game
 
 
@@ -48,18 +54,8 @@ class GameListView(APIView):
 
     @extend_schema(operation_id="games_list", responses={200: OpenApiTypes.OBJECT})
     def get(self, request: Request) -> Response:
-        user = request.user
-        ready = Q(versions__status=Version.Status.READY)
-        if not user.is_staff:
-            ready &= Q(versions__published=True)
-        games = Game.objects.visible_to(user).annotate(latest_seq=Max("versions__seq", filter=ready))
-        latest = {
-            (v.game_id, v.seq): v
-            for v in Version.objects.filter(game__in=games, seq__in={g.latest_seq for g in games if g.latest_seq})
-        }
         out = []
-        for game in games:
-            version = latest.get((game.pk, game.latest_seq))
+        for game, version in visible_games_with_latest(request.user):
             out.append({
                 "slug": game.slug,
                 "title": game.title,
@@ -97,7 +93,7 @@ class ManifestView(APIView):
     def get(self, request: Request, slug: str, version: str) -> HttpResponse:
         game = visible_game(request.user, slug)
         v = visible_version(request.user, game, version)
-        response = HttpResponse(read_manifest(version=v).to_json(), content_type="application/json")
+        response = HttpResponse(cached_manifest(version=v).to_json(), content_type="application/json")
         response["X-Mist-Content-Hash"] = v.content_hash
         return response
 

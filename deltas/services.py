@@ -28,8 +28,10 @@ from builds import cache, storage
 from builds import services as builds_services
 from builds.jobs import JobFailed, ensure_job
 from builds.locks import BackupInProgress, push_lock
+from builds.manifest_cache import cached_manifest
 from builds.models import CacheEntry, Job, Version
 from catalog.models import Game
+from deltas import plan_cache
 from deltas.models import DirectDelta
 from mistcore import delta as mdelta
 from mistcore import indirect as mindirect
@@ -451,24 +453,6 @@ class UpdatePlan:
     full_size: int = 0
 
 
-def _direct_chain(from_version: Version, to_version: Version) -> list[DirectDelta] | None:
-    """The ready direct deltas leading from one version forward to another, or None."""
-    chain: list[DirectDelta] = []
-    current = to_version
-    while current.pk != from_version.pk:
-        if current.parent_id is None:
-            return None
-        delta = DirectDelta.objects.filter(
-            from_version_id=current.parent_id, to_version=current, status=DirectDelta.Status.READY
-        ).select_related("from_version", "to_version").first()
-        if delta is None:
-            return None
-        chain.append(delta)
-        current = current.parent
-    chain.reverse()
-    return chain
-
-
 def _estimate_indirect(old: Manifest, new: Manifest) -> tuple[int, list[str]]:
     changes = diff_manifests(old, new)
     new_map, old_map = new.by_path(), old.by_path()
@@ -488,57 +472,81 @@ def _estimate_indirect(old: Manifest, new: Manifest) -> tuple[int, list[str]]:
     return total, paths
 
 
+def _indirect_estimate(
+    *, from_version: Version | None, to_version: Version, local_manifest: Manifest | None
+) -> plan_cache.IndirectEstimate | None:
+    """The installed files (the client's manifest, else from_version's) against the target's; None without either.
+
+    Two versions' manifests never change, so their comparison is cached per process.
+    """
+    if local_manifest is not None:
+        old_manifest = local_manifest
+    elif from_version is not None:
+        cached = plan_cache.cached_estimate(from_version=from_version, to_version=to_version)
+        if cached is not None:
+            return cached
+        old_manifest = cached_manifest(version=from_version)
+    else:
+        return None
+    new_manifest = cached_manifest(version=to_version)
+    total, paths = _estimate_indirect(old_manifest, new_manifest)
+    new_map = new_manifest.by_path()
+    estimate = plan_cache.IndirectEstimate(
+        download_bytes=total, paths=tuple(paths), changed_bytes=sum(new_map[p].size for p in paths)
+    )
+    if local_manifest is None and from_version is not None:
+        plan_cache.keep_estimate(from_version=from_version, to_version=to_version, estimate=estimate)
+    return estimate
+
+
 def plan_update(
     *, game: Game, from_version: Version | None, to_version: Version, local_manifest: Manifest | None = None,
     archive_size: int | None = None,
 ) -> UpdatePlan:
     """Pick the cheapest route by bytes: a chain of direct bundles, an indirect bundle, or full files."""
-    new_manifest = builds_services.read_manifest(version=to_version)
     full = archive_size or int(to_version.total_size * ZSTD_RATIO_ESTIMATE)
     base = {"game": game.slug, "to_version": to_version.name, "full_size": full}
     if from_version is not None and from_version.pk == to_version.pk:
         return UpdatePlan(from_version=from_version.name, route="none", reason="already at this version",
                           download_bytes=0, disk_bytes=0, **base)
-    old_manifest = local_manifest
-    if old_manifest is None and from_version is not None:
-        old_manifest = builds_services.read_manifest(version=from_version)
     alternatives: dict[str, int] = {"full": full}
     chain = None
     if from_version is not None and from_version.seq < to_version.seq:
-        chain = _direct_chain(from_version, to_version)
+        # Read on every request (one query): deltas become ready and versions are re-linked in other processes.
+        chain = plan_cache.direct_chain(from_version=from_version, to_version=to_version)
         if chain is not None:
-            alternatives["direct"] = sum(d.bundle_size for d in chain)
+            alternatives["direct"] = sum(step.bundle_size for step in chain)
+    estimate = _indirect_estimate(from_version=from_version, to_version=to_version, local_manifest=local_manifest)
     indirect_paths: list[str] = []
-    if old_manifest is not None:
-        alternatives["indirect"], indirect_paths = _estimate_indirect(old_manifest, new_manifest)
+    if estimate is not None:
+        alternatives["indirect"], indirect_paths = estimate.download_bytes, list(estimate.paths)
     # The direct chain's size is exact; estimates must beat it clearly to win.
     ranked = sorted(alternatives.items(), key=lambda kv: (kv[1] * (1.0 if kv[0] == "direct" else 1.15), kv[0]))
     route, cost = ranked[0]
     others = ", ".join(f"{name} ~{_mb(size)}" for name, size in ranked[1:])
-    changed_bytes = sum(new_manifest.by_path()[p].size for p in indirect_paths)
     if route == "direct":
         reason = f"a chain of {len(chain or [])} direct update(s) ({_mb(cost)}) is cheapest" + (f"; {others}" if others else "")
-        disk = max((d.to_version.total_size for d in chain or []), default=0) // 4 + cost
+        disk = max((step.to_total_size for step in chain or []), default=0) // 4 + cost
     elif route == "indirect":
         reason = (f"{len(indirect_paths)} file(s) differ: an indirect update (~{_mb(cost)}) is cheapest"
                   + (f"; {others}" if others else ""))
-        disk = changed_bytes + cost
+        disk = (estimate.changed_bytes if estimate is not None else 0) + cost
     else:
-        why = "no direct chain leads there and the changed files are most of the game" if old_manifest else "no local version to start from"
+        why = "no direct chain leads there and the changed files are most of the game" if estimate is not None else "no local version to start from"
         reason = f"a full download ({_mb(cost)}): {why}"
         disk = to_version.total_size + cost
     steps = []
     if route == "direct":
-        for d in chain or []:
+        for step in chain or []:
             steps.append({
-                "kind": "direct", "from_version": d.from_version.name, "to_version": d.to_version.name,
-                "url": f"/dl/direct/{game.slug}/{d.from_version.name}__{d.to_version.name}",
-                "size": d.bundle_size, "sha256": d.bundle_sha256,
+                "kind": "direct", "from_version": step.from_version, "to_version": step.to_version,
+                "url": f"/dl/direct/{game.slug}/{step.from_version}__{step.to_version}",
+                "size": step.bundle_size, "sha256": step.bundle_sha256,
             })
     return UpdatePlan(
         from_version=from_version.name if from_version else None, route=route, reason=reason,
         download_bytes=cost, disk_bytes=disk, alternatives=alternatives, steps=steps,
-        indirect_paths=indirect_paths if route == "indirect" else indirect_paths, **base,
+        indirect_paths=indirect_paths, **base,
     )
 
 
