@@ -686,6 +686,122 @@ def _item6(ctx: Context, st: Stack, token: str, *, slug: str, version: str, arch
         )
 
 
+def _tree_rss(root_pid: int) -> int:
+    """Resident bytes of a process and all its descendants (Linux /proc); 0 where unreadable."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry))
+    total, todo = 0, [root_pid]
+    while todo:
+        pid = todo.pop()
+        todo.extend(children.get(pid, []))
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) * 1024
+        except OSError:
+            pass
+    return total
+
+
+def _concurrent_downloads(url: str, headers: dict[str, str], clients: int) -> tuple[float, list[str]]:
+    """``clients`` curl downloads at once, each piped into sha256sum; (wall seconds, the digests)."""
+    cmd = ["curl", "-sS", "--fail", "-o", "-"]
+    for k, v in headers.items():
+        cmd += ["-H", f"{k}: {v}"]
+    started = time.perf_counter()
+    pipes = []
+    for _ in range(clients):
+        curl = subprocess.Popen([*cmd, url], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        digest = subprocess.Popen(["sha256sum"], stdin=curl.stdout, stdout=subprocess.PIPE, text=True)
+        assert curl.stdout is not None
+        curl.stdout.close()  # sha256sum owns the read end now
+        pipes.append((curl, digest))
+    digests = []
+    for curl, digest in pipes:
+        out, _ = digest.communicate(timeout=3600)
+        digests.append(out.split()[0] if curl.wait(timeout=60) == 0 and out else "curl failed")
+    return time.perf_counter() - started, digests
+
+
+def _item6_concurrent(ctx: Context, st: Stack, token: str, admin: str, *, clients: int = 20) -> None:
+    """Issue 7's target: twenty concurrent downloads of a 1 GB artifact, right sha256, flat server memory."""
+    if tools.missing("curl"):
+        ctx.row(Row("6", f"{clients} concurrent downloads", "-", None, detail=tools.missing_message(["curl"])))
+        return
+    size = 1_000_000_000
+    source = ctx.work / "data" / "one-gb"
+    if not (source / "game.pak").is_file() or (source / "game.pak").stat().st_size != size:
+        shutil.rmtree(source, ignore_errors=True)
+        source.mkdir(parents=True)
+        ctx.say("  writing a 1 GB incompressible build for the concurrent downloads")
+        with open(source / "game.pak", "wb") as f:
+            left = size
+            while left:
+                n = min(left, 8 << 20)
+                f.write(os.urandom(n))
+                left -= n
+    st.new_game("bench-1g")
+    st.push("bench-1g", "1.0", source)
+    arch = st.wait_for("accel", admin, slug="bench-1g", version="1.0", timeout=3600)
+    relpath = next(p for p in st.cache.rglob("*.tar.zst") if p.stat().st_size == int(arch["size"]))
+    relpath_s = relpath.relative_to(st.cache).as_posix()
+    auth = {"Authorization": f"Bearer {token}"}
+    accel_service, _ = st.gunicorns["accel"]
+    plain_service, _ = st.gunicorns["plain"]
+    routes = {
+        "nginx direct": (f"http://127.0.0.1:{st.direct_port}/direct/{relpath_s}", {}, None),
+        "gunicorn + X-Accel nginx": (
+            f"http://127.0.0.1:{st.nginx_port}/dl/archive/bench-1g/1.0",
+            auth,
+            accel_service.proc.pid,
+        ),
+        "plain gunicorn": (st.url("plain", "/dl/archive/bench-1g/1.0"), auth, plain_service.proc.pid),
+    }
+    results: dict[str, tuple[float, int, int, int]] = {}
+    for name, (url, hdrs, pid) in routes.items():
+        before = _tree_rss(pid) if pid else 0
+        peak = [before]
+        done = threading.Event()
+
+        def sample(pid: int | None = pid) -> None:
+            while pid and not done.wait(0.2):
+                peak[0] = max(peak[0], _tree_rss(pid))
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        seconds, digests = _concurrent_downloads(url, hdrs, clients)
+        done.set()
+        sampler.join()
+        good = sum(d == arch["sha256"] for d in digests)
+        results[name] = (seconds, good, before, peak[0])
+        ctx.say(f"  {clients} x {mb(size)} via {name}: {seconds:.1f}s, {good}/{clients} sha256 ok")
+    base = results["nginx direct"][0]
+    total = clients * int(arch["size"])
+    for name in ("gunicorn + X-Accel nginx", "plain gunicorn"):
+        seconds, good, before, peak = results[name]
+        ctx.row(
+            Row(
+                "6",
+                f"{clients} concurrent downloads: {name} / nginx direct",
+                f"1 GB archive x {clients}",
+                base / seconds,
+                f"{clients}/{clients} sha256 ok, memory flat",
+                good == clients and peak - before < 64 << 20,
+                f"{good}/{clients} sha256 ok; {rate(total, seconds)} aggregate vs nginx {rate(total, base)}; "
+                f"gunicorn RSS {mb(before)} before, peak {mb(peak)} (+{mb(max(0, peak - before))})",
+            )
+        )
+    shutil.rmtree(source, ignore_errors=True)
+
+
 def _latency(
     url: str, *, method: str, headers: dict[str, str], body: Any, clients: int, per_client: int, limit: float
 ) -> tuple[list[float], int]:
@@ -858,6 +974,8 @@ def server_items(ctx: Context, wanted: set[int]) -> None:
                     _item6(ctx, st, friend, slug="bench-big", version="1.0", archive=arch)
 
                 _run(ctx, "6", big_download)
+        if not ctx.quick and 6 in wanted:
+            _run(ctx, "6", lambda: _item6_concurrent(ctx, st, friend, admin))
 
 
 def _run(ctx: Context, item: str, fn: Callable[[], None]) -> None:
