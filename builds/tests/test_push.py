@@ -200,17 +200,30 @@ def test_a_push_killed_mid_copy_leaves_nothing_visible(tmp_path: Path) -> None:
         [sys.executable, str(BASE_DIR / "manage.py"), "push", "killed", "2.0", str(big)],
         cwd=BASE_DIR, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )
-    staging_seen = False
-    deadline = time.monotonic() + 60
+    # Kill it once part of the big file is staged: watching bytes, not the clock, so a fast or a
+    # loaded machine both hit the middle of the copy.
+    staged, running_at_kill = 0, False
+    deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
-        if any(p.name.startswith(".staging-") for p in storage.trees_dir("killed").iterdir()):
-            staging_seen = True
-            time.sleep(0.3)  # let it copy part of the big file
+        try:
+            staged = sum(
+                f.stat().st_size
+                for d in storage.trees_dir("killed").iterdir()
+                if d.name.startswith(".staging-")
+                for f in d.rglob("*")
+                if f.is_file()
+            )
+        except FileNotFoundError:  # the staging folder was renamed in place under us: the push finished
+            continue
+        if staged >= 20_000_000:
+            running_at_kill = proc.poll() is None
             break
-        time.sleep(0.05)
+        time.sleep(0.005)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert staging_seen, proc.stdout.read().decode() if proc.stdout else ""
+    assert running_at_kill, f"push never reached the middle of the copy (staged {staged} bytes): " + (
+        proc.stdout.read().decode() if proc.stdout else ""
+    )
     assert list(game.versions.values_list("name", flat=True)) == ["1.0"]
     assert tree_bytes(storage.depot_dir("killed")) == before
     assert not storage.manifest_path("killed", "2.0").exists()
