@@ -4,6 +4,7 @@ A delta folder holds ``delta_manifest.json`` plus the blobs it names::
 
     delta_manifest.json
     patches/000003.hdiff      HDiffPatch patch (engine "hdiff") or windowed patch (".hdiffw", "hdiff-window")
+    patches/000004.hdiffx     uncompressed HDiffPatch diff in one raw LZMA stream (engine "hdiff-lzma")
     patches/000005.zpatch     zstd frame with the old file as dictionary (engine "zstd-patch")
     new_files/000007.zst      a whole new file, zstd-compressed (engine "zstd")
 
@@ -20,8 +21,9 @@ What each op needs:
 
 - ``copy``: the content already exists in the old version at ``source_path`` (a move, a rename,
   a duplicate, or only the executable bit changed): no blob, nothing on the wire.
-- ``patch``: ``engine`` "hdiff", "zstd-patch" or "hdiff-window" turns the old file ``source_path``
-  (the same path, or a similar old file for a renamed-and-changed file) into the target with ``blob``.
+- ``patch``: ``engine`` "hdiff", "hdiff-lzma", "zstd-patch" or "hdiff-window" turns the old file
+  ``source_path`` (the same path, or a similar old file for a renamed-and-changed file) into the
+  target with ``blob``.
 - ``add``: ``engine`` "zstd", ``blob`` is the whole file compressed; no basis needed. Used for new
   files and for changed files whose patch is not smaller than the compressed file.
 - ``remove``: the old file at ``path`` (``source_sha256``/``source_size``) is deleted.
@@ -32,12 +34,20 @@ efficiency report. An engine this code does not know is refused when the manifes
 ("update the patcher") before any file is touched.
 
 Choosing the engine of a changed file: files over ``hdiff_max_bytes`` use ``hdiff-window``.
-Smaller ones get an ``hdiff`` patch and, when neither file is over ``zpatch_max_bytes`` (4 MiB), a
-``zstd-patch`` blob too; the smaller wins (a tie goes to hdiff), then the whole compressed file if
-that is not bigger. The two engines win on different files: zstd-patch on text and small files
-(version stamps, docs, scripts: its repeat offsets and 8 bytes less framing), hdiff on native code.
-On the pygame-ce 2.5.6 -> 2.5.7 update (178 changed files, same path) against the best per-file
-tool (zstd --patch-from): hdiff alone 0.93, zstd-patch alone 0.98, the smaller of the two 0.899.
+Smaller ones get one uncompressed HDiffPatch diff, compressed two ways: an ``hdiff`` patch (zstd,
+or LZMA/LZMA2 per stream) and, at level 19 and up, an ``hdiff-lzma`` blob (the whole diff in one
+raw LZMA stream, tuned literal context, x86 BCJ for x86 code; skipped when the hdiff patch is
+over 90% of the diff: fresh incompressible bytes, where it only adds LZMA's overhead); when
+neither file is over ``zpatch_max_bytes`` (4 MiB), a ``zstd-patch`` blob too. The smallest wins
+(a tie goes to the earlier of hdiff, hdiff-lzma, zstd-patch), then the whole compressed file if
+that is not bigger. The engines win on different files: zstd-patch on text and small files
+(version stamps, docs, scripts: its repeat offsets and 8 bytes less framing), hdiff-lzma on
+native code, hdiff on the rest. On the pygame-ce 2.5.6 -> 2.5.7 update (178 changed files, same
+path) against the best per-file tool (zstd --patch-from, 230,736 bytes): hdiff alone 0.928,
+hdiff-lzma alone 0.900, zstd-patch alone 0.981, hdiff or zstd-patch 0.899, all three 0.871
+(201,000 bytes: 161 zstd-patch, 17 hdiff-lzma); its 16 renamed-and-changed files 0.940 -> 0.929.
+On gen-100M (generated data) hdiff-lzma never wins: 0.999 either way, the fresh random data of
+one pack being most of it.
 
 Why 4 MiB: python-zstandard can only load the old file as a dictionary (the zstd CLI references
 it as a prefix, which its API does not offer), and zstd's long-distance matcher does not search
@@ -49,7 +59,11 @@ it costs about twice hdiff's CPU per small file. Whole delta builds, CPU seconds
 (two runs each): gen-100M 5.1-6.9 without zstd-patch, 5.6-7.2 with the 4 MiB cap (RSS 176 -> 195
 MB), 7.5-8.1 with a 16 MiB cap (RSS 289 MB) for the same bytes; pygame-ce 6.6-7.6 -> 10.1-11.2.
 Level 17 would save a fifth of zstd-patch's time for 26 more bytes on pygame-ce; level 22 saves
-0.1% of its bytes and nothing once the smaller engine is picked.
+0.1% of its bytes and nothing once the smaller engine is picked. Making the diff once for hdiff
+and hdiff-lzma costs no more than the zstd diff alone (``hdiff.compress_diff``); hdiff-lzma's LZMA
+adds about half of hdiff's compression time on the files it is tried on. Whole builds, CPU
+seconds, median of 8 alternating runs on 2 idle cores: pygame-ce 8.1 -> 9.1 (wall 4.2 -> 4.7 s,
+RSS 163 -> 158 MB), gen-100M 4.1 -> 4.1 (its big diffs are incompressible, so skipped).
 """
 
 from __future__ import annotations
@@ -64,7 +78,7 @@ from pathlib import Path
 from typing import Any
 
 from mistcore import __version__
-from mistcore.engines import DIRECT_ENGINES, ENGINES, hdiff, windowed, zpatch
+from mistcore.engines import DIRECT_ENGINES, ENGINES, hdiff, hdiffx, windowed, zpatch
 from mistcore.errors import ArchiveError, IntegrityError, ManifestError, UnsafePathError
 from mistcore.fsutil import (
     _rmtree,
@@ -100,9 +114,9 @@ from mistcore.zstdio import OverLimit, compress_file_hashed
 DELTA_FORMAT = "mist-delta/1"
 MANIFEST_NAME = "delta_manifest.json"
 OP_KINDS = ("patch", "add", "copy", "remove")
-PATCH_ENGINES = (hdiff.NAME, zpatch.NAME, windowed.NAME)
+PATCH_ENGINES = (hdiff.NAME, hdiffx.NAME, zpatch.NAME, windowed.NAME)
 ZPATCH_MAX_BYTES = 4 << 20
-_PATCH_SUFFIX = {hdiff.NAME: "hdiff", zpatch.NAME: "zpatch", windowed.NAME: "hdiffw"}
+_PATCH_SUFFIX = {hdiff.NAME: "hdiff", hdiffx.NAME: "hdiffx", zpatch.NAME: "zpatch", windowed.NAME: "hdiffw"}
 _OP_KEYS = (
     "op",
     "path",
@@ -425,12 +439,21 @@ def _diff_with_check(
         new_bytes = new_file.read_bytes()
         if sha256_bytes(new_bytes) != target.sha256:
             raise IntegrityError(f"{target.path}: new file does not match the new manifest")
-        engine, patch = hdiff.NAME, hdiff.diff_bytes(old_bytes, new_bytes, level=level)
+        # One uncompressed diff, compressed for hdiff and for hdiff-lzma: the latter at the top level
+        # only (like hdiff's LZMA) and not where hdiff hardly compressed the diff (fresh random bytes,
+        # where one LZMA stream only adds its 1.4% overhead).
+        raw = hdiff.uncompressed_diff(old_bytes, new_bytes)
+        hdiff_patch = hdiff.compress_diff(raw, new_size=target.size, level=level)
+        candidates = [(hdiff.NAME, hdiff_patch)]
+        if level >= 19 and len(hdiff_patch) < 0.9 * len(raw) and len(raw) <= hdiffx.decoded_limit(target.size):
+            x86 = hdiffx.looks_x86(new_bytes)
+            candidates.append((hdiffx.NAME, hdiffx.encode(raw, new_size=target.size, x86=x86)))
+        del raw
         if max(basis.size, target.size) <= zpatch_max_bytes:
-            other = zpatch.diff_bytes(old_bytes, new_bytes, level=level)
-            if len(other) < len(patch):  # a tie stays with hdiff
-                engine, patch = zpatch.NAME, other
+            candidates.append((zpatch.NAME, zpatch.diff_bytes(old_bytes, new_bytes, level=level)))
         del old_bytes, new_bytes
+        engine, patch = min(candidates, key=lambda c: len(c[1]))  # a tie goes to the earlier engine
+        del candidates, hdiff_patch
         out = out_stem.with_name(f"{out_stem.name}.{_PATCH_SUFFIX[engine]}")
         with atomic_write(out) as f:
             f.write(patch)

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 def test_worker_killed_mid_delta_recovers(settings: Any, tmp_path: Path) -> None:
     settings.MIST_HDIFF_MAX_BYTES = 1 << 20
-    v1 = make_build(tmp_path / "v1", seed=21, big_file_bytes=15_000_000)
+    v1 = make_build(tmp_path / "v1", seed=21, big_file_bytes=40_000_000)
     v2 = next_version(v1, tmp_path / "v2", seed=21, step=1)
     game = Game.objects.create(slug="faulty", title="Faulty")
     env = {"MIST_JOB_STALE_SECONDS": "2"}
@@ -35,7 +35,11 @@ def test_worker_killed_mid_delta_recovers(settings: Any, tmp_path: Path) -> None
         job = Job.objects.get(kind=Job.Kind.DIRECT_DELTA)
         worker.wait_for(lambda: Job.objects.get(pk=job.pk).status == Job.Status.RUNNING, timeout=60,
                         what="delta job running")
-        time.sleep(1.0)  # in the middle of diffing the big file
+        # Kill as soon as the job's temporary delta folder exists: in the middle of diffing the big
+        # file (a fixed sleep was too long once deltas got faster).
+        parent = storage.delta_dir("faulty", "1.0", "1.1").parent
+        worker.wait_for(lambda: parent.is_dir() and any(p.name.startswith(".") for p in parent.iterdir()),
+                        timeout=60, what="delta staging folder")
         worker.kill()
     finally:
         worker.stop()

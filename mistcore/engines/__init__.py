@@ -5,6 +5,8 @@ old_sha256=None, patch_sha256=None)``, which writes ``out`` atomically and only 
 size and SHA-256 match (``IntegrityError`` or ``PatchError`` otherwise, and no ``out`` file):
 
 - ``hdiff``: one in-memory HDiffPatch patch (``engines/hdiff.py``);
+- ``hdiff-lzma``: the same diff uncompressed, then compressed whole as raw LZMA with tuned
+  literal context (and x86 BCJ for x86 code); in memory, decoding bounded (``engines/hdiffx.py``);
 - ``zstd-patch``: the new file zstd-compressed with the old file as its dictionary, what
   ``zstd --patch-from`` does; in memory, for files up to 4 MiB (``engines/zpatch.py``);
 - ``hdiff-window``: HDiffPatch in bounded-memory windows for big files (``engines/windowed.py``);
@@ -16,10 +18,11 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from mistcore.engines import full, hdiff, rdiff, windowed, zpatch
+from mistcore.engines import full, hdiff, hdiffx, rdiff, windowed, zpatch
 
 ENGINES: dict[str, ModuleType] = {
     hdiff.NAME: hdiff,
+    hdiffx.NAME: hdiffx,
     zpatch.NAME: zpatch,
     windowed.NAME: windowed,
     full.NAME: full,
@@ -27,6 +30,6 @@ ENGINES: dict[str, ModuleType] = {
 }
 
 # Engines a direct delta may use (rdiff belongs to indirect updates).
-DIRECT_ENGINES = frozenset({hdiff.NAME, zpatch.NAME, windowed.NAME, full.NAME})
+DIRECT_ENGINES = frozenset({hdiff.NAME, hdiffx.NAME, zpatch.NAME, windowed.NAME, full.NAME})
 
 __all__ = ["DIRECT_ENGINES", "ENGINES"]

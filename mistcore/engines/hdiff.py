@@ -4,7 +4,9 @@ Blob format: what ``hdiffpatch.diff(old, new, compression=ZStdConfig(level))`` r
 diff recompressed with lzma2 or lzma when that is smaller (``hdiffpatch.recompress``: lzma2 measured
 5% smaller on real native-library updates; trying lzma as well, on patches of any size, takes
 another 0.3% off the pygame-ce update's 178 changed files); ``hdiffpatch.apply`` reads the
-compressor from the header.
+compressor from the header. The builder makes the uncompressed diff once (``uncompressed_diff``)
+and compresses it here (``compress_diff``: the same bytes as a zstd ``diff``, in the same time)
+and for the ``hdiff-lzma`` engine (``engines/hdiffx.py``).
 Its header starts ``HDIFF13&<compressor>\\0`` followed by the new and old sizes as HDiffPatch
 packed integers (7 bits per byte, most significant first, high bit = more bytes follow);
 ``read_header`` parses them so a patch declaring the wrong sizes is refused before HDiffPatch
@@ -58,23 +60,38 @@ def read_header(patch: bytes) -> tuple[int, int]:
     return sizes[0], sizes[1]
 
 
-def diff_bytes(old: bytes, new: bytes, *, level: int = 19) -> bytes:
-    """An HDIFF13 patch turning ``old`` into ``new``: zstd, or lzma2 or lzma where that is smaller."""
+def uncompressed_diff(old: bytes, new: bytes) -> bytes:
+    """HDiffPatch's uncompressed diff (``HDIFF13&\\0``) from ``old`` to ``new``: what ``compress_diff``
+    and the ``hdiff-lzma`` engine compress, so one diff serves both."""
     # validate=False: every apply verifies the result's SHA-256, which is the check that matters.
-    patch = hdiffpatch.diff(old, new, compression=hdiffpatch.ZStdConfig(level=level), validate=False)
+    return hdiffpatch.diff(old, new, compression=None, validate=False)
+
+
+def compress_diff(raw_diff: bytes, *, new_size: int, level: int = 19) -> bytes:
+    """An hdiff patch from an uncompressed diff: zstd, or lzma2 or lzma where that is smaller.
+
+    Byte for byte what ``hdiffpatch.diff(old, new, compression=ZStdConfig(level))`` returns, for
+    the same time (the diff is made once, compressing it is a small part of the work).
+    """
+    patch = hdiffpatch.recompress(raw_diff, hdiffpatch.ZStdConfig(level=level))
     if level >= 19:
         # The lzma window only needs to cover the patch stream, never more than 64 MiB.
-        window = max(16, min(26, (len(new) - 1).bit_length()))
+        window = max(16, min(26, (new_size - 1).bit_length()))
         best = patch
         for config in (hdiffpatch.Lzma2Config(level=9, window=window), hdiffpatch.LzmaConfig(level=9, window=window)):
             try:
-                smaller = hdiffpatch.recompress(patch, config)
+                smaller = hdiffpatch.recompress(raw_diff, config)
             except (hdiffpatch.HDiffPatchError, ValueError, MemoryError):
                 continue
             if len(smaller) < len(best):
                 best = smaller
         patch = best
     return patch
+
+
+def diff_bytes(old: bytes, new: bytes, *, level: int = 19) -> bytes:
+    """An HDIFF13 patch turning ``old`` into ``new``: zstd, or lzma2 or lzma where that is smaller."""
+    return compress_diff(uncompressed_diff(old, new), new_size=len(new), level=level)
 
 
 def apply_bytes(old: bytes, patch: bytes, *, expected_size: int) -> bytes:
@@ -134,4 +151,13 @@ def apply_file(
         f.write(result)
 
 
-__all__ = ["NAME", "apply_bytes", "apply_file", "diff_bytes", "diff_file", "read_header"]
+__all__ = [
+    "NAME",
+    "apply_bytes",
+    "apply_file",
+    "compress_diff",
+    "diff_bytes",
+    "diff_file",
+    "read_header",
+    "uncompressed_diff",
+]

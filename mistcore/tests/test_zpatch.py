@@ -25,7 +25,7 @@ from mistcore.delta import (
     commit_stage,
     unpack_bundle,
 )
-from mistcore.engines import DIRECT_ENGINES, ENGINES, hdiff, zpatch
+from mistcore.engines import DIRECT_ENGINES, ENGINES, hdiff, hdiffx, zpatch
 from mistcore.errors import IntegrityError, ManifestError, PatchError
 from mistcore.fsutil import clone_tree
 from mistcore.manifest import scan_directory
@@ -251,13 +251,15 @@ def test_builder_picks_zstd_patch_when_smaller_and_it_round_trips(work: Path, rn
             if op.op != "patch":
                 continue
             old_bytes, new_bytes = (work / a / op.path).read_bytes(), (work / b / op.path).read_bytes()
-            sizes = {
+            sizes = {  # in the builder's order: a tie goes to the earlier engine
                 hdiff.NAME: len(hdiff.diff_bytes(old_bytes, new_bytes)),
+                hdiffx.NAME: len(hdiffx.diff_bytes(old_bytes, new_bytes)),
                 zpatch.NAME: len(zpatch.diff_bytes(old_bytes, new_bytes)),
             }
             assert op.blob_size == min(sizes.values()), (op.path, sizes)
-            assert op.engine == (zpatch.NAME if sizes[zpatch.NAME] < sizes[hdiff.NAME] else hdiff.NAME)
-            assert str(op.blob).endswith(".zpatch" if op.engine == zpatch.NAME else ".hdiff")
+            assert op.engine == min(sizes, key=lambda name: sizes[name])
+            suffix = {hdiff.NAME: ".hdiff", hdiffx.NAME: ".hdiffx", zpatch.NAME: ".zpatch"}[op.engine]
+            assert str(op.blob).endswith(suffix)
     for delta in (d12, d23):
         assert {op.path: op.engine for op in delta.ops if op.op == "patch"}["config/settings.ini"] == zpatch.NAME
     assert DeltaManifest.from_json((work / "v1-v2" / MANIFEST_NAME).read_bytes()) == d12
@@ -285,7 +287,7 @@ def test_builder_leaves_files_over_the_limit_to_hdiff(work: Path, rng: random.Ra
     write_tree(work / "v1", dict(v1))
     write_tree(work / "v2", dict(v2))
     delta = _delta(work, "v1", "v2", zpatch_max_bytes=1000)
-    assert {op.engine for op in delta.ops if op.op == "patch"} == {hdiff.NAME}
+    assert {op.engine for op in delta.ops if op.op == "patch"} <= {hdiff.NAME, hdiffx.NAME}
 
 
 def test_stage_refuses_a_zstd_patch_on_a_modified_file(work: Path, rng: random.Random) -> None:
