@@ -21,6 +21,7 @@ known, the declared sizes, then the result's size and SHA-256 before anything is
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 import os
 from pathlib import Path
 
@@ -110,12 +111,20 @@ def apply_bytes(old: bytes, patch: bytes, *, expected_size: int) -> bytes:
     return result
 
 
-def diff_file(*, old: Path, new: Path, out: Path, level: int = 19) -> int:
-    """Write a zstd-compressed HDiffPatch patch from ``old`` to ``new`` atomically; return its size."""
-    patch = diff_bytes(Path(old).read_bytes(), Path(new).read_bytes(), level=level)
+def write_diff(diff: Callable[..., bytes], *, old: Path, new: Path, out: Path, level: int) -> int:
+    """``diff(old_bytes, new_bytes, level=level)`` written to ``out`` atomically; return its size.
+
+    The ``diff_file`` of every in-memory engine (hdiff, hdiff-lzma, zstd-patch).
+    """
+    patch = diff(Path(old).read_bytes(), Path(new).read_bytes(), level=level)
     with atomic_write(out) as f:
         f.write(patch)
     return len(patch)
+
+
+def diff_file(*, old: Path, new: Path, out: Path, level: int = 19) -> int:
+    """Write a zstd-compressed HDiffPatch patch from ``old`` to ``new`` atomically; return its size."""
+    return write_diff(diff_bytes, old=old, new=new, out=out, level=level)
 
 
 def apply_file(
@@ -129,13 +138,45 @@ def apply_file(
     patch_sha256: str | None = None,
 ) -> None:
     """Apply an hdiff patch; write ``out`` atomically only if the result has the expected size and SHA-256."""
+    apply_in_memory(
+        old=old,
+        patch=patch,
+        out=out,
+        expected_size=expected_size,
+        expected_sha256=expected_sha256,
+        old_sha256=old_sha256,
+        patch_sha256=patch_sha256,
+        max_patch_bytes=MAX_OUTPUT_BYTES,
+    )
+
+
+def apply_in_memory(
+    *,
+    old: Path,
+    patch: Path,
+    out: Path,
+    expected_size: int,
+    expected_sha256: str,
+    old_sha256: str | None,
+    patch_sha256: str | None,
+    max_patch_bytes: int,
+    decode: Callable[[bytes], bytes] | None = None,
+) -> None:
+    """The checked in-memory apply of an HDIFF13 patch, for ``hdiff`` and ``hdiff-lzma``.
+
+    ``decode`` turns the blob into the HDIFF13 patch (hdiff-lzma's bounded LZMA decoding); the
+    patch's declared basis size is checked before the basis is read, the basis SHA-256 when known,
+    and ``out`` is written only if the result has the expected size and SHA-256.
+    """
     if expected_size > MAX_OUTPUT_BYTES:
         raise PatchError(f"{expected_size} bytes is over the in-memory patch limit of {MAX_OUTPUT_BYTES}")
-    if os.path.getsize(patch) > MAX_OUTPUT_BYTES:
+    if os.path.getsize(patch) > max_patch_bytes:
         raise PatchError(f"{patch}: patch file is implausibly large")
     patch_bytes = Path(patch).read_bytes()
     if patch_sha256 is not None and sha256_bytes(patch_bytes) != patch_sha256:
         raise IntegrityError(f"{patch}: patch file is corrupt (SHA-256 mismatch)")
+    if decode is not None:
+        patch_bytes = decode(patch_bytes)
     # Sizes from the header first: a wrong (or huge) basis is refused before it is read into memory.
     _, old_size = read_header(patch_bytes)
     if os.path.getsize(old) != old_size:
@@ -155,9 +196,11 @@ __all__ = [
     "NAME",
     "apply_bytes",
     "apply_file",
+    "apply_in_memory",
     "compress_diff",
     "diff_bytes",
     "diff_file",
+    "write_diff",
     "read_header",
     "uncompressed_diff",
 ]

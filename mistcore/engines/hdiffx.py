@@ -34,17 +34,12 @@ or a corrupt diff, the result's size and SHA-256 are checked before ``out`` is w
 
 from __future__ import annotations
 
-import hashlib
 import lzma
-import os
 from pathlib import Path
 from typing import Any
 
-import hdiffpatch
-
 from mistcore.engines import hdiff
-from mistcore.errors import IntegrityError, PatchError
-from mistcore.fsutil import atomic_write, sha256_bytes
+from mistcore.errors import PatchError
 
 NAME = "hdiff-lzma"
 MAGIC = b"HX"
@@ -173,19 +168,6 @@ def decode(patch: bytes, *, expected_size: int) -> bytes:
     return raw
 
 
-def _apply_raw(old: bytes, raw: bytes, *, expected_size: int) -> bytes:
-    _, old_size = hdiff.read_header(raw)
-    if old_size != len(old):
-        raise IntegrityError(f"patch expects a {old_size}-byte basis, the basis has {len(old)} bytes")
-    try:
-        result = hdiffpatch.apply(old, raw)
-    except (hdiffpatch.HDiffPatchError, MemoryError, ValueError) as exc:
-        raise PatchError(f"HDiffPatch failed: {exc}") from None
-    if len(result) != expected_size:
-        raise IntegrityError(f"patch produced {len(result)} bytes, expected {expected_size}")
-    return result
-
-
 def diff_bytes(old: bytes, new: bytes, *, level: int = 19) -> bytes:
     """An hdiff-lzma blob turning ``old`` into ``new``; PatchError if the diff is over the decoding limit.
 
@@ -196,15 +178,12 @@ def diff_bytes(old: bytes, new: bytes, *, level: int = 19) -> bytes:
 
 def apply_bytes(old: bytes, patch: bytes, *, expected_size: int) -> bytes:
     """Apply a blob in memory after the header, size and basis-size checks (the caller checks the SHA-256)."""
-    return _apply_raw(old, decode(patch, expected_size=expected_size), expected_size=expected_size)
+    return hdiff.apply_bytes(old, decode(patch, expected_size=expected_size), expected_size=expected_size)
 
 
 def diff_file(*, old: Path, new: Path, out: Path, level: int = 19) -> int:
     """Write an hdiff-lzma blob from ``old`` to ``new`` atomically; return its size."""
-    patch = diff_bytes(Path(old).read_bytes(), Path(new).read_bytes(), level=level)
-    with atomic_write(out) as f:
-        f.write(patch)
-    return len(patch)
+    return hdiff.write_diff(diff_bytes, old=old, new=new, out=out, level=level)
 
 
 def apply_file(
@@ -220,30 +199,19 @@ def apply_file(
     """Apply an hdiff-lzma blob; write ``out`` atomically only if the result has the expected size and SHA-256."""
     if old is None:
         raise PatchError("an hdiff-lzma blob needs the old file")
-    if expected_size > MAX_OUTPUT_BYTES:
-        raise PatchError(f"{expected_size} bytes is over the in-memory patch limit of {MAX_OUTPUT_BYTES}")
     # The builder's blobs are LZMA output of a diff under the decoding limit (incompressible data
     # grows by a fraction of a percent): a bigger file is refused before it is read into memory.
-    if os.path.getsize(patch) > decoded_limit(expected_size):
-        raise PatchError(f"{patch}: patch file is implausibly large")
-    patch_bytes = Path(patch).read_bytes()
-    if patch_sha256 is not None and sha256_bytes(patch_bytes) != patch_sha256:
-        raise IntegrityError(f"{patch}: patch file is corrupt (SHA-256 mismatch)")
-    raw = decode(patch_bytes, expected_size=expected_size)
-    del patch_bytes
-    # The basis size from the diff's header first: a wrong (or huge) basis is refused before it is read.
-    _, old_size = hdiff.read_header(raw)
-    if os.path.getsize(old) != old_size:
-        raise IntegrityError(f"{old}: patch expects a {old_size}-byte basis, the basis is not the expected version")
-    old_bytes = Path(old).read_bytes()
-    if old_sha256 is not None and sha256_bytes(old_bytes) != old_sha256:
-        raise IntegrityError(f"{old}: the basis file is not the expected version (SHA-256 mismatch)")
-    result = _apply_raw(old_bytes, raw, expected_size=expected_size)
-    del raw, old_bytes
-    if hashlib.sha256(result).hexdigest() != expected_sha256:
-        raise IntegrityError(f"{out}: patched result has the wrong SHA-256 (wrong basis or corrupt patch)")
-    with atomic_write(out) as f:
-        f.write(result)
+    hdiff.apply_in_memory(
+        old=old,
+        patch=patch,
+        out=out,
+        expected_size=expected_size,
+        expected_sha256=expected_sha256,
+        old_sha256=old_sha256,
+        patch_sha256=patch_sha256,
+        max_patch_bytes=decoded_limit(expected_size),
+        decode=lambda blob: decode(blob, expected_size=expected_size),
+    )
 
 
 __all__ = [

@@ -26,6 +26,7 @@ from typing import IO, cast
 
 import zstandard
 
+from mistcore.engines import hdiff
 from mistcore.errors import ArchiveError, IntegrityError, PatchError
 from mistcore.fsutil import CHUNK, HashingWriter, atomic_write, sha256_bytes
 from mistcore.zstdio import BoundedZstdReader
@@ -136,10 +137,7 @@ def apply_bytes(old: bytes, patch: bytes, *, expected_size: int) -> bytes:
 
 def diff_file(*, old: Path, new: Path, out: Path, level: int = 19) -> int:
     """Write a zstd-patch blob from ``old`` to ``new`` atomically; return its size."""
-    patch = diff_bytes(Path(old).read_bytes(), Path(new).read_bytes(), level=level)
-    with atomic_write(out) as f:
-        f.write(patch)
-    return len(patch)
+    return hdiff.write_diff(diff_bytes, old=old, new=new, out=out, level=level)
 
 
 def apply_file(
