@@ -80,7 +80,7 @@ def test_a_full_cache_fails_jobs_cleanly_and_the_server_keeps_serving(small_cach
         # then: the latest archive (5+ MB) did not fit; its job says so, and nothing looks built
         latest_job = Job.objects.get(kind=Job.Kind.ARCHIVE, version=versions["3.0"])
         assert _no_space(latest_job), (latest_job.status, latest_job.error)
-        final = storage.archive_path("full", "3.0")
+        final = storage.archive_path("full", "windows", "3.0")
         assert not final.exists() and temp_entries(final.parent, final.name) == []
         big = [versions["2.0"], versions["3.0"]]  # 1.0's archive (small) was made while 1.0 was the latest
         assert not FullArchive.objects.filter(version__in=big).exists()
@@ -96,7 +96,7 @@ def test_a_full_cache_fails_jobs_cleanly_and_the_server_keeps_serving(small_cach
         worker.wait_for(lambda: Job.objects.get(pk=job.pk).is_finished, timeout=120, what="2.0's archive job")
         job.refresh_from_db()
         assert _no_space(job), (job.status, job.error)
-        replayed = storage.cached_version_dir("full", "2.0")
+        replayed = storage.cached_version_dir("full", "windows", "2.0")
         assert not replayed.exists() and temp_entries(replayed.parent, "2.0") == []
         assert not CacheEntry.objects.filter(key=f"version:{versions['2.0'].pk}").exists()
         # a single file of 2.0 needs the same replay, inline: refused without a 500, nothing left behind

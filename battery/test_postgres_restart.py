@@ -52,7 +52,7 @@ def _start_push(name: str, build: Path) -> subprocess.Popen[str]:
 def _wait_for_staging(proc: subprocess.Popen[str]) -> None:
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
-        trees = storage.trees_dir("pgfault")
+        trees = storage.trees_dir("pgfault", "windows")
         if trees.is_dir() and any(p.name.startswith(".staging-") for p in trees.iterdir()):
             return
         time.sleep(0.02)
@@ -68,7 +68,7 @@ def _nothing_half_visible(game: Game, before: dict[str, tuple[bytes, bool]], adm
     """
     connections.close_all()  # our own connection died with the server: reconnect
     assert list(game.versions.values_list("name", flat=True)) == ["1.0"]
-    assert tree_bytes(storage.depot_dir("pgfault")) == before
+    assert tree_bytes(storage.depot_dir("pgfault", "windows")) == before
     shown = bearer_client(admin).get("/api/v1/games/pgfault").json()
     assert [v["name"] for v in shown["versions"]] == ["1.0"]
     out = io.StringIO()
@@ -82,9 +82,9 @@ def _push_again_works(game: Game, build: Path) -> None:
     assert retry.returncode == 0, retry.stdout + retry.stderr
     version = Version.objects.get(game=game, name="2.0")
     assert version.parent.name == "1.0"
-    assert tree_bytes(storage.depot_dir("pgfault")) == tree_bytes(build)
-    assert sorted(p.name for p in storage.trees_dir("pgfault").iterdir()) == ["1.0", "2.0"]
-    assert sorted(p.name for p in storage.manifest_path("pgfault", "x").parent.iterdir()) == ["1.0.json", "2.0.json"]
+    assert tree_bytes(storage.depot_dir("pgfault", "windows")) == tree_bytes(build)
+    assert sorted(p.name for p in storage.trees_dir("pgfault", "windows").iterdir()) == ["1.0", "2.0"]
+    assert sorted(p.name for p in storage.manifest_path("pgfault", "windows", "x").parent.iterdir()) == ["1.0.json", "2.0.json"]
 
 
 @pytest.fixture
@@ -92,7 +92,7 @@ def pushed(tmp_path: Path) -> tuple[Game, Path, dict[str, tuple[bytes, bool]]]:
     game = Game.objects.create(slug="pgfault", title="PG Fault")
     push_version(game=game, name="1.0", source=make_build(tmp_path / "v1", seed=111))
     big = make_build(tmp_path / "v2", seed=112, big_file_bytes=15_000_000)
-    return game, big, tree_bytes(storage.depot_dir("pgfault"))
+    return game, big, tree_bytes(storage.depot_dir("pgfault", "windows"))
 
 
 @pytest.mark.runs_last
@@ -122,8 +122,8 @@ def test_postgres_restart_during_a_push(pushed: tuple[Game, Path, dict[str, tupl
         # Committed before its connection died. (It may still exit 1: the unlock afterwards fails on the
         # dead lock session; test_a_push_whose_lock_session_dies_still_reports_success pins that down.)
         assert version.file_count == len(tree_bytes(big)) and version.parent.name == "1.0"
-        assert storage.manifest_path("pgfault", "2.0").is_file()
-        assert tree_bytes(storage.depot_dir("pgfault")) == tree_bytes(big)
+        assert storage.manifest_path("pgfault", "windows", "2.0").is_file()
+        assert tree_bytes(storage.depot_dir("pgfault", "windows")) == tree_bytes(big)
         assert version.jobs.exists(), "a recorded push queues its worker job in the same transaction"
     else:
         assert proc.returncode != 0, output[-3000:]

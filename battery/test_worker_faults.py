@@ -52,7 +52,7 @@ def _restart_and_finish(tmp_path: Path, job: Job, name: str) -> Job:
 def test_worker_killed_mid_archive_recovers(tmp_path: Path, friend: Any) -> None:
     src = make_build(tmp_path / "v1", seed=81, big_file_bytes=3_000_000)
     game = Game.objects.create(slug="arch", title="Arch")
-    final = storage.archive_path("arch", "1.0")
+    final = storage.archive_path("arch", "windows", "1.0")
     worker = WorkerCluster(tmp_path / "w1.log", **STALE).start()
     try:
         version = push_version(game=game, name="1.0", source=src).version
@@ -95,7 +95,7 @@ def test_worker_killed_mid_chain_replay_recovers(tmp_path: Path, friend: Any) ->
         worker.wait_for(jobs_settled, timeout=180, what="the latest archive")
         # The cache lets the retired trees of 1.0 and 2.0 go: 2.0 now exists only as base + delta.
         download_services.enforce_cache_budget(budget=0)
-        cached = storage.cached_version_dir("replay", "2.0")
+        cached = storage.cached_version_dir("replay", "windows", "2.0")
         assert not cached.exists()
         api = bearer_client(friend)
         asked = api.post("/api/v1/games/replay/versions/2.0/archive")
@@ -109,13 +109,13 @@ def test_worker_killed_mid_chain_replay_recovers(tmp_path: Path, friend: Any) ->
     # a half-replayed tree never looks like the version: no folder under its name, no cache entry
     assert temp_entries(cached.parent, "2.0") and not cached.exists()
     assert not CacheEntry.objects.filter(key=f"version:{versions['2.0'].pk}").exists()
-    assert not storage.archive_path("replay", "2.0").exists()
+    assert not storage.archive_path("replay", "windows", "2.0").exists()
     assert api.get("/dl/file/replay/3.0/config.ini").status_code == 200  # serving goes on
 
     job = _restart_and_finish(tmp_path, job, "w2")
     assert (job.status, job.attempts) == (Job.Status.DONE, 2), job.error
     assert tree_bytes(cached) == tree_bytes(builds["2.0"])  # the replay, verified file by file
-    assert _archive_bytes(storage.archive_path("replay", "2.0"), tmp_path / "out") == tree_bytes(builds["2.0"])
+    assert _archive_bytes(storage.archive_path("replay", "windows", "2.0"), tmp_path / "out") == tree_bytes(builds["2.0"])
     assert orphan_jobs() == []
 
 
@@ -124,7 +124,7 @@ def test_a_killed_attempts_temporary_files_are_swept_by_the_next(tmp_path: Path)
     # What a SIGKILLed attempt leaves (the two tests above see these very names on disk mid-kill).
     game = Game.objects.create(slug="leak", title="Leak")
     version = push_version(game=game, name="1.0", source=make_build(tmp_path / "b", seed=83)).version
-    final = storage.archive_path("leak", "1.0")
+    final = storage.archive_path("leak", "windows", "1.0")
     final.parent.mkdir(parents=True)
     dead_archive = final.parent / f".{final.name}.tmp-0123456789ab"
     dead_archive.write_bytes(b"\0" * 100_000)

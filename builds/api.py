@@ -8,6 +8,7 @@ from typing import Any
 from django.http import HttpResponse
 from drf_spectacular.utils import OpenApiTypes, extend_schema
 from rest_framework import serializers, status
+from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -18,6 +19,8 @@ from builds.access import (
     latest_visible_version,
     visible_game,
     visible_games_with_latest,
+    visible_platforms,
+    visible_platforms_by_game,
     visible_version,
     visible_versions,
 )
@@ -25,6 +28,16 @@ from builds.manifest_cache import cached_manifest
 from builds.models import Version
 from builds.services import BuildError, PushBlocked
 from catalog.models import Game
+from catalog.platforms import PLATFORMS, PlatformError, platform_or_default
+
+
+def requested_platform(request: Request, value: str | None = None) -> str:
+    """The platform a request names (`?platform=`, or `value` from its body), else MIST_DEFAULT_PLATFORM; 400 if unknown."""
+    raw = value if value is not None else request.query_params.get("platform")
+    try:
+        return platform_or_default(raw or None)
+    except PlatformError as exc:
+        raise ValidationError({"platform": [str(exc)]}) from None
 
 
 def _header_image_url(game: Game) -> str:
@@ -36,6 +49,7 @@ def _header_image_url(game: Game) -> str:
 def _version_data(version: Version) -> dict[str, Any]:
     return {
         "name": version.name,
+        "platform": version.platform,
         "seq": version.seq,
         "parent": version.parent.name if version.parent_id else None,
         "status": version.status,
@@ -50,19 +64,24 @@ def _version_data(version: Version) -> dict[str, Any]:
 
 
 class GameListView(APIView):
-    """The games the caller may see, with their latest version."""
+    """The games the caller may see, with their latest version (for `?platform=` if given) and their platforms."""
 
     @extend_schema(operation_id="games_list", responses={200: OpenApiTypes.OBJECT})
     def get(self, request: Request) -> Response:
+        platform = requested_platform(request) if request.query_params.get("platform") else None
         out = []
-        for game, version in visible_games_with_latest(request.user):
+        listed = visible_games_with_latest(request.user, platform)
+        platforms = visible_platforms_by_game(request.user, [game for game, _ in listed])
+        for game, version in listed:
             out.append({
                 "slug": game.slug,
                 "title": game.title,
                 "description": game.description,
                 "header_image_url": _header_image_url(game),
                 "is_private": game.is_private,
+                "platforms": platforms[game.pk],
                 "latest_version": version.name if version else None,
+                "latest_platform": version.platform if version else None,
                 "latest_size": version.total_size if version else None,
                 "updated_at": (version.ready_at or version.created_at).isoformat() if version else None,
             })
@@ -70,17 +89,29 @@ class GameListView(APIView):
 
 
 class GameDetailView(APIView):
+    """A game with its builds: `versions` of one platform (`?platform=`, default MIST_DEFAULT_PLATFORM),
+    `platforms` it has builds for, and `latest_by_platform`."""
+
     @extend_schema(operation_id="games_detail", responses={200: OpenApiTypes.OBJECT})
     def get(self, request: Request, slug: str) -> Response:
+        platform = requested_platform(request)
         game = visible_game(request.user, slug)
-        versions = visible_versions(request.user, game).select_related("parent").order_by("seq")
-        latest = latest_visible_version(request.user, game)
+        versions = visible_versions(request.user, game, platform).select_related("parent").order_by("seq")
+        latest = latest_visible_version(request.user, game, platform)
+        platforms = visible_platforms(request.user, game)
+        latest_by_platform = {}
+        for other in platforms:
+            found = latest if other == platform else latest_visible_version(request.user, game, other)
+            latest_by_platform[other] = found.name if found else None
         return Response({
             "slug": game.slug,
             "title": game.title,
             "description": game.description,
             "header_image_url": _header_image_url(game),
             "is_private": game.is_private,
+            "platform": platform,
+            "platforms": platforms,
+            "latest_by_platform": latest_by_platform,
             "latest_version": latest.name if latest else None,
             "versions": [_version_data(v) for v in versions],
         })
@@ -92,9 +123,10 @@ class ManifestView(APIView):
     @extend_schema(responses={200: OpenApiTypes.OBJECT})
     def get(self, request: Request, slug: str, version: str) -> HttpResponse:
         game = visible_game(request.user, slug)
-        v = visible_version(request.user, game, version)
+        v = visible_version(request.user, game, version, requested_platform(request))
         response = HttpResponse(cached_manifest(version=v).to_json(), content_type="application/json")
         response["X-Mist-Content-Hash"] = v.content_hash
+        response["X-Mist-Platform"] = v.platform
         return response
 
 
@@ -104,6 +136,7 @@ class ManifestView(APIView):
 class UploadCreate(serializers.Serializer):
     game = serializers.SlugField()
     version = serializers.CharField(max_length=64)
+    platform = serializers.ChoiceField(choices=list(PLATFORMS), required=False)
     filename = serializers.CharField(max_length=255)
     total_size = serializers.IntegerField(min_value=1)
     sha256 = serializers.RegexField(r"^[0-9a-f]{64}$", required=False, allow_blank=True)

@@ -11,6 +11,7 @@ from django.db import models
 from django.utils import timezone
 
 from catalog.models import Game
+from catalog.platforms import Platform, default_platform
 
 
 class VersionQuerySet(models.QuerySet["Version"]):
@@ -20,7 +21,12 @@ class VersionQuerySet(models.QuerySet["Version"]):
 
 
 class Version(models.Model):
-    """One pushed build. Versions of a game form a linear history (parent -> child) in `seq` order."""
+    """One pushed build of a game for one platform.
+
+    A version name ("1.2") holds at most one build per platform, each its own row: the builds of
+    one platform form a linear history (parent -> child) in `seq` order, with their own deltas
+    and archives, so a friend on one platform never needs another platform's bytes.
+    """
 
     class Status(models.TextChoices):
         PENDING = "pending"
@@ -30,7 +36,8 @@ class Version(models.Model):
 
     game = models.ForeignKey(Game, on_delete=models.CASCADE, related_name="versions")
     name = models.CharField(max_length=64)
-    seq = models.PositiveIntegerField(help_text="Position in the game's history (1 = base)")
+    platform = models.CharField(max_length=16, choices=Platform.choices, default=default_platform)
+    seq = models.PositiveIntegerField(help_text="Position in the history of the game's builds for this platform (1 = base)")
     parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     published = models.BooleanField(default=True)
@@ -54,14 +61,16 @@ class Version(models.Model):
     objects = VersionQuerySet.as_manager()
 
     class Meta:
-        ordering = ["game", "seq"]
+        ordering = ["game", "platform", "seq"]
         constraints = [
-            models.UniqueConstraint(fields=["game", "name"], name="unique_version_name_per_game"),
-            models.UniqueConstraint(fields=["game", "seq"], name="unique_version_seq_per_game"),
+            models.UniqueConstraint(
+                fields=["game", "platform", "name"], name="unique_version_name_per_game_platform"
+            ),
+            models.UniqueConstraint(fields=["game", "platform", "seq"], name="unique_version_seq_per_game_platform"),
         ]
 
     def __str__(self) -> str:
-        return f"{self.game.slug} {self.name}"
+        return f"{self.game.slug} {self.name} ({self.platform})"
 
     @property
     def is_base(self) -> bool:
@@ -189,6 +198,7 @@ class UploadSession(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     game = models.ForeignKey(Game, on_delete=models.CASCADE, related_name="+")
     version_name = models.CharField(max_length=64)
+    platform = models.CharField(max_length=16, choices=Platform.choices, default=default_platform)
     filename = models.CharField(max_length=255)
     total_size = models.BigIntegerField()
     received = models.BigIntegerField(default=0)
@@ -209,6 +219,7 @@ class UploadSession(models.Model):
             "id": str(self.id),
             "game": self.game.slug,
             "version": self.version_name,
+            "platform": self.platform,
             "total_size": self.total_size,
             "received": self.received,
             "status": self.status,

@@ -31,10 +31,12 @@ from builds.locks import BackupInProgress, push_lock
 from builds.models import FileEntry, Job, Version
 from builds.signals import version_pushed, version_ready
 from catalog.models import Game
+from catalog.platforms import PlatformError, platform_or_default
 from mistcore import safetar
 from mistcore.errors import MistCoreError
 from mistcore.fsutil import atomic_write, copy_stream, fsync_dir, sha256_bytes
 from mistcore.manifest import FileRecord, Manifest, PathSet, validate_relpath, validate_version_name
+from mistcore.platforms import PLATFORMS
 
 logger = logging.getLogger("mist.builds")
 
@@ -168,25 +170,25 @@ def _stage_build(*, source: Path, tree: Path, version: str, progress: Progress |
 # --- Pushing ----------------------------------------------------------------------------------
 
 
-def sweep_staging(*, game: Game) -> list[str]:
-    """Remove what dead pushes left behind, and point the depot at the latest version."""
+def sweep_staging(*, game: Game, platform: str) -> list[str]:
+    """Remove what dead pushes of the platform's builds left behind, and point its depot at the latest."""
     removed = []
-    trees = storage.trees_dir(game.slug)
+    trees = storage.trees_dir(game.slug, platform)
     if trees.is_dir():
-        known = set(game.versions.values_list("name", flat=True))
+        known = set(game.versions.filter(platform=platform).values_list("name", flat=True))
         for entry in trees.iterdir():
             if entry.name.startswith(".staging-") or (entry.is_dir() and entry.name not in known):
                 shutil.rmtree(entry, ignore_errors=True)
                 removed.append(entry.name)
-    latest = latest_version(game=game)
-    if latest is not None and storage.tree_dir(game.slug, latest.name).is_dir():
+    latest = latest_version(game=game, platform=platform)
+    if latest is not None and storage.tree_dir(game.slug, platform, latest.name).is_dir():
         point_depot(game=game, version=latest)
     return removed
 
 
 def point_depot(*, game: Game, version: Version) -> None:
-    """Atomically switch `depot` to the given version's tree (a symlink swap is one rename)."""
-    depot = storage.depot_dir(game.slug)
+    """Atomically switch the platform's `depot` to the given version's tree (a symlink swap is one rename)."""
+    depot = storage.depot_dir(game.slug, version.platform)
     target = Path("trees") / version.name
     if depot.is_symlink() and Path(os.readlink(depot)) == target:
         return
@@ -196,8 +198,15 @@ def point_depot(*, game: Game, version: Version) -> None:
     fsync_dir(depot.parent)
 
 
-def latest_version(*, game: Game) -> Version | None:
-    return game.versions.order_by("-seq").first()
+def latest_version(*, game: Game, platform: str) -> Version | None:
+    """The newest build of the game for a platform (whatever its status)."""
+    return game.versions.filter(platform=platform).order_by("-seq").first()
+
+
+def game_platforms(*, game: Game) -> list[str]:
+    """The platforms the game has builds for, in PLATFORMS order."""
+    present = set(game.versions.values_list("platform", flat=True).distinct())
+    return [p for p in PLATFORMS if p in present]
 
 
 def push_version(
@@ -209,57 +218,65 @@ def push_version(
     user: Any = None,
     publish: bool = True,
     progress: Progress | None = None,
+    platform: str | None = None,
 ) -> PushResult:
-    """Push a build as the game's newest version and queue the worker jobs that make it ready."""
+    """Push a build as the newest version of the game for a platform (default MIST_DEFAULT_PLATFORM)."""
     try:
         validate_version_name(name)
-    except MistCoreError as exc:
+        platform = platform_or_default(platform)
+    except (MistCoreError, PlatformError) as exc:
         raise BuildError(str(exc)) from None
     source = Path(source)
     if not source.exists():
         raise BuildError(f"{source}: no such file or directory")
-    if game.versions.filter(name=name).exists():
-        raise BuildError(f"version {name!r} of {game.slug} already exists: version names are unique per game")
+    if game.versions.filter(name=name, platform=platform).exists():
+        raise BuildError(
+            f"the {platform} build of version {name!r} of {game.slug} already exists: a version holds one build per platform"
+        )
     try:
         with push_lock():
             return _push_locked(
-                game=game, name=name, source=source, notes=notes, user=user, publish=publish, progress=progress
+                game=game, name=name, source=source, notes=notes, user=user, publish=publish, progress=progress,
+                platform=platform,
             )
     except BackupInProgress as exc:
         raise PushBlocked(str(exc)) from None
 
 
 def _push_locked(
-    *, game: Game, name: str, source: Path, notes: str, user: Any, publish: bool, progress: Progress | None
+    *, game: Game, name: str, source: Path, notes: str, user: Any, publish: bool, progress: Progress | None,
+    platform: str,
 ) -> PushResult:
-    sweep_staging(game=game)
+    sweep_staging(game=game, platform=platform)
 
-    trees = storage.trees_dir(game.slug)
+    builds = game.versions.filter(platform=platform)
+    trees = storage.trees_dir(game.slug, platform)
     trees.mkdir(parents=True, exist_ok=True)
     staging = trees / f".staging-{uuid.uuid4().hex}"
     try:
         manifest = _stage_build(source=source, tree=staging, version=name, progress=progress)
         content_hash = manifest.content_hash()
-        same = game.versions.filter(content_hash=content_hash).first()
+        same = builds.filter(content_hash=content_hash).first()
         if same is not None:
             raise BuildError(
-                f"this build is identical to version {same.name!r} of {game.slug}: nothing to push"
+                f"this build is identical to version {same.name!r} of {game.slug} ({platform}): nothing to push"
             )
         manifest_bytes = manifest.to_json()
-        manifest_file = storage.manifest_path(game.slug, name)
+        manifest_file = storage.manifest_path(game.slug, platform, name)
         manifest_file.parent.mkdir(parents=True, exist_ok=True)
         with atomic_write(manifest_file) as fh:
             fh.write(manifest_bytes)
-        os.rename(staging, storage.tree_dir(game.slug, name))
+        os.rename(staging, storage.tree_dir(game.slug, platform, name))
         with transaction.atomic():
             locked = Game.objects.select_for_update().get(pk=game.pk)
-            if locked.versions.filter(name=name).exists():
-                raise BuildError(f"version {name!r} of {game.slug} was pushed concurrently")
-            parent = latest_version(game=locked)
-            seq = (locked.versions.aggregate(m=Max("seq"))["m"] or 0) + 1
+            if locked.versions.filter(name=name, platform=platform).exists():
+                raise BuildError(f"the {platform} build of version {name!r} of {game.slug} was pushed concurrently")
+            parent = latest_version(game=locked, platform=platform)
+            seq = (locked.versions.filter(platform=platform).aggregate(m=Max("seq"))["m"] or 0) + 1
             version = Version.objects.create(
                 game=locked,
                 name=name,
+                platform=platform,
                 seq=seq,
                 parent=parent,
                 status=Version.Status.PENDING,
@@ -283,13 +300,13 @@ def _push_locked(
         point_depot(game=locked, version=version)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
-        if not game.versions.filter(name=name).exists():
-            shutil.rmtree(storage.tree_dir(game.slug, name), ignore_errors=True)
-            storage.manifest_path(game.slug, name).unlink(missing_ok=True)
+        if not builds.filter(name=name).exists():
+            shutil.rmtree(storage.tree_dir(game.slug, platform, name), ignore_errors=True)
+            storage.manifest_path(game.slug, platform, name).unlink(missing_ok=True)
         raise
     logger.info(
         "version pushed",
-        extra={"game": game.slug, "version": name, "files": version.file_count, "bytes": version.total_size},
+        extra={"game": game.slug, "version": name, "platform": platform, "files": version.file_count, "bytes": version.total_size},
     )
     return PushResult(version=version, queued=queued)
 
@@ -316,10 +333,10 @@ def queue_processing(*, version: Version, user: Any = None) -> list[Job]:
 
 def make_base_archive(*, version: Version) -> dict[str, Any]:
     """Write the immutable base archive of a game's first version (never rewritten once there)."""
-    path = storage.base_archive_path(version.game.slug, version.name)
+    path = storage.base_archive_path(version.game.slug, version.platform, version.name)
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        tree = storage.tree_dir(version.game.slug, version.name)
+        tree = storage.tree_dir(version.game.slug, version.platform, version.name)
         if not tree.is_dir():
             raise BuildError(f"the tree of {version} is missing from the storage; cannot make its base archive")
         paths = list(version.files.values_list("path", flat=True))
@@ -384,5 +401,5 @@ def read_manifest(*, version: Version) -> Manifest:
 
 def version_tree(*, version: Version) -> Path | None:
     """The version's files on the storage, when its tree is kept there (the latest, or pending deltas)."""
-    tree = storage.tree_dir(version.game.slug, version.name)
+    tree = storage.tree_dir(version.game.slug, version.platform, version.name)
     return tree if tree.is_dir() else None

@@ -1,16 +1,21 @@
 """Where things live on disk. Storage (MIST_STORAGE_ROOT) is the source of truth; the cache
-(MIST_CACHE_ROOT) is disposable and kept under a size budget.
+(MIST_CACHE_ROOT) is disposable and kept under a size budget. Every build belongs to one platform
+(mistcore.platforms), and each platform of a game has its own history, so the layout has a
+platform level under each game:
 
-    storage/games/<slug>/base/<version>.tar.zst     immutable archive of the first version
-    storage/games/<slug>/depot -> trees/<version>   the latest version's files (a symlink, switched atomically)
-    storage/games/<slug>/trees/<version>/           version trees kept on the storage: the latest, and
-                                                    parents whose direct delta is not made yet
-    storage/games/<slug>/manifests/<version>.json   per-version manifest
-    storage/games/<slug>/deltas/<from>__<to>/       direct delta (+ bundle.tar.zst)
-    storage/games/<slug>/trees/.staging-<uuid>/     a push in progress (never visible)
-    cache/versions/<slug>/<version>/                reconstructed historical versions
-    cache/archives/<slug>/<version>.tar.zst         full archives
-    cache/indirect/<job>.tar.zst                    indirect-update bundles
+    storage/games/<slug>/<platform>/base/<version>.tar.zst     immutable archive of the platform's first version
+    storage/games/<slug>/<platform>/depot -> trees/<version>   the latest version's files (a symlink, switched atomically)
+    storage/games/<slug>/<platform>/trees/<version>/           version trees kept on the storage: the latest, and
+                                                               parents whose direct delta is not made yet
+    storage/games/<slug>/<platform>/manifests/<version>.json   per-version manifest
+    storage/games/<slug>/<platform>/deltas/<from>__<to>/       direct delta (+ bundle.tar.zst)
+    storage/games/<slug>/<platform>/trees/.staging-<uuid>/     a push in progress (never visible)
+    cache/versions/<slug>/<platform>/<version>/                reconstructed historical versions
+    cache/archives/<slug>/<platform>/<version>.tar.zst         full archives
+    cache/indirect/<job>.tar.zst                               indirect-update bundles
+
+Data pushed before platforms existed had no platform level; migration downloads 0002 moves it
+under MIST_DEFAULT_PLATFORM (builds/layout.py, also `manage.py storage_layout`).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from pathlib import Path
 from django.conf import settings
 
 from mistcore.manifest import validate_relpath
+from mistcore.platforms import validate_platform
 
 
 def storage_root() -> Path:
@@ -34,42 +40,47 @@ def game_dir(slug: str) -> Path:
     return storage_root() / "games" / slug
 
 
-def depot_dir(slug: str) -> Path:
-    return game_dir(slug) / "depot"
+def platform_dir(slug: str, platform: str) -> Path:
+    """Everything of one platform's builds of a game (its own history, depot and deltas)."""
+    return game_dir(slug) / validate_platform(platform)
 
 
-def trees_dir(slug: str) -> Path:
-    return game_dir(slug) / "trees"
+def depot_dir(slug: str, platform: str) -> Path:
+    return platform_dir(slug, platform) / "depot"
 
 
-def tree_dir(slug: str, version: str) -> Path:
-    return trees_dir(slug) / version
+def trees_dir(slug: str, platform: str) -> Path:
+    return platform_dir(slug, platform) / "trees"
 
 
-def base_archive_path(slug: str, version: str) -> Path:
-    return game_dir(slug) / "base" / f"{version}.tar.zst"
+def tree_dir(slug: str, platform: str, version: str) -> Path:
+    return trees_dir(slug, platform) / version
 
 
-def manifest_path(slug: str, version: str) -> Path:
-    return game_dir(slug) / "manifests" / f"{version}.json"
+def base_archive_path(slug: str, platform: str, version: str) -> Path:
+    return platform_dir(slug, platform) / "base" / f"{version}.tar.zst"
 
 
-def delta_dir(slug: str, from_version: str, to_version: str) -> Path:
-    return game_dir(slug) / "deltas" / f"{from_version}__{to_version}"
+def manifest_path(slug: str, platform: str, version: str) -> Path:
+    return platform_dir(slug, platform) / "manifests" / f"{version}.json"
 
 
-def delta_bundle_path(slug: str, from_version: str, to_version: str) -> Path:
-    folder = delta_dir(slug, from_version, to_version)
+def delta_dir(slug: str, platform: str, from_version: str, to_version: str) -> Path:
+    return platform_dir(slug, platform) / "deltas" / f"{from_version}__{to_version}"
+
+
+def delta_bundle_path(slug: str, platform: str, from_version: str, to_version: str) -> Path:
+    folder = delta_dir(slug, platform, from_version, to_version)
     # Not with_suffix: version names have dots ("1.0__2.0" would become "1.0__2.tar.zst").
     return folder.with_name(folder.name + ".tar.zst")
 
 
-def cached_version_dir(slug: str, version: str) -> Path:
-    return cache_root() / "versions" / slug / version
+def cached_version_dir(slug: str, platform: str, version: str) -> Path:
+    return cache_root() / "versions" / slug / validate_platform(platform) / version
 
 
-def archive_path(slug: str, version: str) -> Path:
-    return cache_root() / "archives" / slug / f"{version}.tar.zst"
+def archive_path(slug: str, platform: str, version: str) -> Path:
+    return cache_root() / "archives" / slug / validate_platform(platform) / f"{version}.tar.zst"
 
 
 def indirect_bundle_path(job_id: str) -> Path:

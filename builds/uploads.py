@@ -18,6 +18,7 @@ from builds import storage
 from builds.models import UploadSession
 from builds.services import BuildError, PushBlocked, PushResult, push_version
 from catalog.models import Game
+from catalog.platforms import PlatformError, platform_or_default
 from mistcore.fsutil import sha256_file
 from mistcore.manifest import validate_version_name
 
@@ -37,9 +38,10 @@ def upload_path(session: UploadSession) -> Path:
 
 
 def start_upload(
-    *, user: Any, game: str, version: str, filename: str, total_size: int, sha256: str = "", notes: str = ""
+    *, user: Any, game: str, version: str, filename: str, total_size: int, sha256: str = "", notes: str = "",
+    platform: str | None = None,
 ) -> UploadSession:
-    """Open an upload session for a new version of an existing game."""
+    """Open an upload session for a new version (of one platform, default MIST_DEFAULT_PLATFORM) of a game."""
     found = Game.objects.filter(slug=game).first()
     if found is None:
         raise BuildError(f"no game {game!r}: create it first (manage.py new_game)")
@@ -47,12 +49,16 @@ def start_upload(
         validate_version_name(version)
     except Exception as exc:
         raise BuildError(str(exc)) from None
-    if found.versions.filter(name=version).exists():
-        raise BuildError(f"version {version!r} of {game} already exists")
+    try:
+        platform = platform_or_default(platform)
+    except PlatformError as exc:
+        raise BuildError(str(exc)) from None
+    if found.versions.filter(name=version, platform=platform).exists():
+        raise BuildError(f"the {platform} build of version {version!r} of {game} already exists")
     if not filename.lower().endswith(ARCHIVE_SUFFIXES):
         raise BuildError(f"{filename}: upload a .zip or .tar(.gz/.zst) of the build")
     session = UploadSession.objects.create(
-        game=found, version_name=version, filename=Path(filename).name, total_size=total_size,
+        game=found, version_name=version, platform=platform, filename=Path(filename).name, total_size=total_size,
         sha256=sha256, notes=notes, created_by=user,
     )
     path = upload_path(session)
@@ -119,7 +125,8 @@ def finalize_upload(*, session: UploadSession, user: Any) -> PushResult:
     path.rename(archive)
     try:
         result = push_version(
-            game=session.game, name=session.version_name, source=archive, notes=session.notes, user=user
+            game=session.game, name=session.version_name, source=archive, notes=session.notes, user=user,
+            platform=session.platform,
         )
     except PushBlocked:
         archive.rename(path)  # keep the upload: finalizing again after the backup works

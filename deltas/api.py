@@ -12,6 +12,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from builds.access import latest_visible_version, visible_game, visible_version
+from builds.api import requested_platform
 from builds.jobs import job_payload
 from deltas import services
 from mistcore.errors import MistCoreError
@@ -22,26 +23,32 @@ class UpdateRequest(serializers.Serializer):
     from_version = serializers.CharField(required=False, allow_null=True, allow_blank=True, max_length=64)
     to_version = serializers.CharField(required=False, allow_null=True, allow_blank=True, max_length=64)
     local_manifest = serializers.JSONField(required=False, allow_null=True)
+    platform = serializers.CharField(required=False, allow_null=True, allow_blank=True, max_length=16)
 
 
 class UpdatePlanView(APIView):
-    """Which route an update should take, what it costs and why."""
+    """Which route an update should take, what it costs and why; every route stays within one platform."""
 
     @extend_schema(request=UpdateRequest, responses={200: OpenApiTypes.OBJECT})
     def post(self, request: Request, slug: str) -> Response:
         game = visible_game(request.user, slug)
         data = UpdateRequest(data=request.data)
         data.is_valid(raise_exception=True)
+        platform = requested_platform(request, data.validated_data.get("platform") or request.query_params.get("platform"))
         wanted = data.validated_data.get("to_version") or None
-        to_version = visible_version(request.user, game, wanted) if wanted else latest_visible_version(request.user, game)
+        to_version = (
+            visible_version(request.user, game, wanted, platform) if wanted
+            else latest_visible_version(request.user, game, platform)
+        )
         if to_version is None:
-            return Response({"detail": "this game has no ready version yet"}, status=status.HTTP_404_NOT_FOUND)
+            return Response({"detail": f"this game has no ready {platform} version yet"},
+                            status=status.HTTP_404_NOT_FOUND)
         from_name = data.validated_data.get("from_version") or None
         from_version = None
         if from_name and from_name != "unknown":
-            from_version = game.versions.filter(name=from_name).first()
+            from_version = game.versions.filter(name=from_name, platform=platform).first()
             if from_version is None:
-                return Response({"detail": f"from_version {from_name!r} is not a version of {slug}"},
+                return Response({"detail": f"from_version {from_name!r} is not a version of {slug} ({platform})"},
                                 status=status.HTTP_400_BAD_REQUEST)
         local = data.validated_data.get("local_manifest")
         local_manifest = None
@@ -54,7 +61,9 @@ class UpdatePlanView(APIView):
             game=game, from_version=from_version, to_version=to_version, local_manifest=local_manifest
         )
         base = f"/api/v1/games/{slug}"
+        query = f"?platform={platform}"
         return Response({
+            "platform": platform,
             "from_version": plan.from_version,
             "to_version": plan.to_version,
             "route": plan.route,
@@ -64,8 +73,8 @@ class UpdatePlanView(APIView):
             "alternatives": plan.alternatives,
             "steps": plan.steps,
             "indirect": {"paths": plan.indirect_paths, "request_url": f"{base}/indirect"},
-            "full": {"archive_url": f"{base}/versions/{plan.to_version}/archive", "size": plan.full_size},
-            "target_manifest_url": f"{base}/versions/{plan.to_version}/manifest",
+            "full": {"archive_url": f"{base}/versions/{plan.to_version}/archive{query}", "size": plan.full_size},
+            "target_manifest_url": f"{base}/versions/{plan.to_version}/manifest{query}",
         })
 
 
@@ -77,8 +86,12 @@ class IndirectRequestView(APIView):
     @extend_schema(request={"multipart/form-data": OpenApiTypes.OBJECT}, responses={202: OpenApiTypes.OBJECT})
     def post(self, request: Request, slug: str) -> Response:
         game = visible_game(request.user, slug)
+        platform = requested_platform(request, request.data.get("platform") or request.query_params.get("platform"))
         to_name = request.data.get("to_version") or ""
-        to_version = visible_version(request.user, game, to_name) if to_name else latest_visible_version(request.user, game)
+        to_version = (
+            visible_version(request.user, game, to_name, platform) if to_name
+            else latest_visible_version(request.user, game, platform)
+        )
         if to_version is None:
             return Response({"detail": "this game has no ready version yet"}, status=status.HTTP_404_NOT_FOUND)
         upload = request.FILES.get("signatures")

@@ -68,6 +68,7 @@ def direct_chain(*, from_version: Version, to_version: Version) -> list[ChainSte
     """
     rows = DirectDelta.objects.filter(
         to_version__game_id=to_version.game_id,
+        to_version__platform=to_version.platform,  # seq counts each platform's history on its own
         status=DirectDelta.Status.READY,
         to_version__seq__gt=from_version.seq,
         to_version__seq__lte=to_version.seq,

@@ -94,8 +94,8 @@ def make_direct_delta(*, to_version: Version) -> DirectDelta:
     old_manifest = builds_services.read_manifest(version=parent)
     new_manifest = builds_services.read_manifest(version=to_version)
 
-    out_dir = storage.delta_dir(game.slug, parent.name, to_version.name)
-    bundle = storage.delta_bundle_path(game.slug, parent.name, to_version.name)
+    out_dir = storage.delta_dir(game.slug, to_version.platform, parent.name, to_version.name)
+    bundle = storage.delta_bundle_path(game.slug, to_version.platform, parent.name, to_version.name)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     # Temp folders and files of an attempt killed mid-way (see mistcore.fsutil's naming).
     for leftover in out_dir.parent.glob(f".{out_dir.name}*.tmp-*"):
@@ -142,7 +142,8 @@ def make_direct_delta(*, to_version: Version) -> DirectDelta:
     _retire_tree(version=parent)
     logger.info(
         "direct delta made",
-        extra={"game": game.slug, "from": parent.name, "to": to_version.name, "bundle_bytes": bundle_size},
+        extra={"game": game.slug, "platform": to_version.platform, "from": parent.name, "to": to_version.name,
+               "bundle_bytes": bundle_size},
     )
     return delta
 
@@ -178,12 +179,12 @@ def _retire_tree(*, version: Version) -> None:
     (a rename), and is simply removed otherwise: chain replay can rebuild it.
     """
     game = version.game
-    latest = builds_services.latest_version(game=game)
+    latest = builds_services.latest_version(game=game, platform=version.platform)
     if latest is None or latest.pk == version.pk:
         return
     if version.children.exclude(status=Version.Status.READY).exists():
         return  # a child's direct delta still needs it
-    tree = storage.tree_dir(game.slug, version.name)
+    tree = storage.tree_dir(game.slug, version.platform, version.name)
     if not tree.is_dir():
         return
     try:
@@ -195,7 +196,7 @@ def _retire_tree(*, version: Version) -> None:
 
 def _move_tree_to_cache(*, version: Version, tree: Path) -> None:
     game = version.game
-    target = storage.cached_version_dir(game.slug, version.name)
+    target = storage.cached_version_dir(game.slug, version.platform, version.name)
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -241,7 +242,7 @@ def _cached_tree(version: Version) -> Path | None:
     tree = builds_services.version_tree(version=version)
     if tree is not None:
         return tree
-    cached = storage.cached_version_dir(version.game.slug, version.name)
+    cached = storage.cached_version_dir(version.game.slug, version.platform, version.name)
     if cached.is_dir():
         cache.touch(key=f"version:{version.pk}")
         return cached
@@ -280,7 +281,7 @@ def _replay(version: Version) -> Path:
             break
         start = start.parent
     chain.reverse()  # oldest first; chain[0] is the base when no tree was found
-    target = storage.cached_version_dir(game.slug, version.name)
+    target = storage.cached_version_dir(game.slug, version.platform, version.name)
     target.parent.mkdir(parents=True, exist_ok=True)
     # Half-replayed folders of an attempt that was killed (we hold the version's reconstruction lock).
     for leftover in target.parent.glob(f".{target.name}.tmp-*"):
@@ -294,14 +295,14 @@ def _replay(version: Version) -> Path:
                 steps = chain
             else:
                 base = chain[0]
-                archive = storage.base_archive_path(game.slug, base.name)
+                archive = storage.base_archive_path(game.slug, base.platform, base.name)
                 if not archive.is_file():
                     raise DeltaError(f"the base archive of {game.slug} ({archive.name}) is missing")
                 safetar.extract_tar_zst(src=archive, dest=tmp, max_total_bytes=base.total_size)
                 _verify_tree(tmp, builds_services.read_manifest(version=base))
                 steps = chain[1:]
             for step in steps:
-                delta_dir = storage.delta_dir(game.slug, step.parent.name, step.name)
+                delta_dir = storage.delta_dir(game.slug, step.platform, step.parent.name, step.name)
                 if not (delta_dir / mdelta.MANIFEST_NAME).is_file():
                     raise DeltaError(f"the direct delta {step.parent.name} -> {step.name} is missing")
                 step_work = work / step.name
@@ -441,6 +442,7 @@ SIGNATURE_BLOCK = 2048
 @dataclass
 class UpdatePlan:
     game: str
+    platform: str
     from_version: str | None
     to_version: str
     route: str
@@ -503,9 +505,17 @@ def plan_update(
     *, game: Game, from_version: Version | None, to_version: Version, local_manifest: Manifest | None = None,
     archive_size: int | None = None,
 ) -> UpdatePlan:
-    """Pick the cheapest route by bytes: a chain of direct bundles, an indirect bundle, or full files."""
+    """Pick the cheapest route by bytes: a chain of direct bundles, an indirect bundle, or full files.
+
+    Every route stays within the target's platform: `from_version` must be a build of the same
+    platform (the caller checks it), so no step ever names another platform's bytes.
+    """
+    if from_version is not None and from_version.platform != to_version.platform:
+        raise DeltaError(
+            f"from_version {from_version.name} is a {from_version.platform} build; the target is {to_version.platform}"
+        )
     full = archive_size or int(to_version.total_size * ZSTD_RATIO_ESTIMATE)
-    base = {"game": game.slug, "to_version": to_version.name, "full_size": full}
+    base = {"game": game.slug, "platform": to_version.platform, "to_version": to_version.name, "full_size": full}
     if from_version is not None and from_version.pk == to_version.pk:
         return UpdatePlan(from_version=from_version.name, route="none", reason="already at this version",
                           download_bytes=0, disk_bytes=0, **base)
@@ -540,7 +550,7 @@ def plan_update(
         for step in chain or []:
             steps.append({
                 "kind": "direct", "from_version": step.from_version, "to_version": step.to_version,
-                "url": f"/dl/direct/{game.slug}/{step.from_version}__{step.to_version}",
+                "url": f"/dl/direct/{game.slug}/{to_version.platform}/{step.from_version}__{step.to_version}",
                 "size": step.bundle_size, "sha256": step.bundle_sha256,
             })
     return UpdatePlan(
@@ -569,7 +579,7 @@ def _materialize_in_storage(version: Version) -> None:
     if builds_services.version_tree(version=version) is not None:
         return
     source = reconstruct_version(version=version)
-    target = storage.tree_dir(version.game.slug, version.name)
+    target = storage.tree_dir(version.game.slug, version.platform, version.name)
     with atomic_dir(target) as tmp:
         tmp.rmdir()
         shutil.copytree(source, tmp, symlinks=False)
@@ -592,7 +602,7 @@ def _remove_locked(*, version: Version, force: bool) -> RemoveResult:
     game = version.game
     child = version.children.order_by("seq").first()
     parent = version.parent
-    latest = builds_services.latest_version(game=game)
+    latest = builds_services.latest_version(game=game, platform=version.platform)
     result = RemoveResult(removed=version.name)
     if child is None and parent is None and not force:
         raise DeltaError(
@@ -610,19 +620,25 @@ def _remove_locked(*, version: Version, force: bool) -> RemoveResult:
         _materialize_in_storage(child)
     if latest is not None and latest.pk == version.pk and parent is not None:
         _materialize_in_storage(parent)
-    slug = game.slug
+    slug, platform = game.slug, version.platform
     doomed = [
-        storage.manifest_path(slug, version.name),
-        storage.tree_dir(slug, version.name),
-        storage.cached_version_dir(slug, version.name),
-        storage.archive_path(slug, version.name),
+        storage.manifest_path(slug, platform, version.name),
+        storage.tree_dir(slug, platform, version.name),
+        storage.cached_version_dir(slug, platform, version.name),
+        storage.archive_path(slug, platform, version.name),
     ]
     if parent is not None:
-        doomed += [storage.delta_dir(slug, parent.name, version.name), storage.delta_bundle_path(slug, parent.name, version.name)]
+        doomed += [
+            storage.delta_dir(slug, platform, parent.name, version.name),
+            storage.delta_bundle_path(slug, platform, parent.name, version.name),
+        ]
     if child is not None:
-        doomed += [storage.delta_dir(slug, version.name, child.name), storage.delta_bundle_path(slug, version.name, child.name)]
+        doomed += [
+            storage.delta_dir(slug, platform, version.name, child.name),
+            storage.delta_bundle_path(slug, platform, version.name, child.name),
+        ]
     if parent is None:
-        doomed.append(storage.base_archive_path(slug, version.name))
+        doomed.append(storage.base_archive_path(slug, platform, version.name))
     with transaction.atomic():
         Job.objects.filter(version=version).delete()
         Version.objects.filter(pk=version.pk).delete()
@@ -645,7 +661,7 @@ def _remove_locked(*, version: Version, force: bool) -> RemoveResult:
             builds_services.point_depot(game=game, version=parent)
             result.messages.append(f"{parent.name} is the latest version again")
         else:
-            storage.depot_dir(slug).unlink(missing_ok=True)
+            storage.depot_dir(slug, platform).unlink(missing_ok=True)
     for path in doomed:
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path, ignore_errors=True)

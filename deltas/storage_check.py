@@ -37,7 +37,7 @@ def _check_tree(root: Path, manifest: Manifest, what: str) -> Iterator[str]:
 
 
 def _check_base_archive(version: Version, manifest: Manifest) -> Iterator[str]:
-    path = storage.base_archive_path(version.game.slug, version.name)
+    path = storage.base_archive_path(version.game.slug, version.platform, version.name)
     if not path.is_file():
         if version.status == Version.Status.READY:
             yield f"base archive {path.name}: missing"
@@ -60,12 +60,18 @@ def _check_base_archive(version: Version, manifest: Manifest) -> Iterator[str]:
 
 
 def check_game(game: Game) -> Iterator[str]:
-    """Every drift between this game's storage and its database rows, one line each."""
-    versions = list(game.versions.order_by("seq"))
+    """Every drift between this game's storage and its database rows, one line each (per platform)."""
+    for platform in builds_services.game_platforms(game=game):
+        for problem in _check_platform(game, platform):
+            yield f"[{platform}] {problem}"
+
+
+def _check_platform(game: Game, platform: str) -> Iterator[str]:
+    versions = list(game.versions.filter(platform=platform).order_by("seq"))
     latest = versions[-1] if versions else None
     for version in versions:
         manifest = builds_services.read_manifest(version=version)
-        path = storage.manifest_path(game.slug, version.name)
+        path = storage.manifest_path(game.slug, platform, version.name)
         if not path.is_file():
             yield f"{version.name}: manifest file missing"
         else:
@@ -75,20 +81,20 @@ def check_game(game: Game) -> Iterator[str]:
         if version.parent_id is None:
             yield from _check_base_archive(version, manifest)
         if latest is not None and version.pk == latest.pk:
-            depot = storage.depot_dir(game.slug)
+            depot = storage.depot_dir(game.slug, platform)
             if not depot.is_dir():
                 yield f"depot: missing (should hold {version.name})"
             else:
                 yield from _check_tree(depot, manifest, f"depot ({version.name})")
-    for delta in DirectDelta.objects.filter(to_version__game=game, status=DirectDelta.Status.READY).select_related(
+    for delta in DirectDelta.objects.filter(to_version__game=game, to_version__platform=platform, status=DirectDelta.Status.READY).select_related(
         "from_version", "to_version"
     ):
-        bundle = storage.delta_bundle_path(game.slug, delta.from_version.name, delta.to_version.name)
+        bundle = storage.delta_bundle_path(game.slug, platform, delta.from_version.name, delta.to_version.name)
         if not bundle.is_file():
             yield f"delta {delta.dirname}: bundle missing"
         elif bundle.stat().st_size != delta.bundle_size or sha256_file(bundle) != delta.bundle_sha256:
             yield f"delta {delta.dirname}: bundle does not match its recorded sha256"
-        folder = storage.delta_dir(game.slug, delta.from_version.name, delta.to_version.name)
+        folder = storage.delta_dir(game.slug, platform, delta.from_version.name, delta.to_version.name)
         manifest_file = folder / "delta_manifest.json"
         if not manifest_file.is_file():
             yield f"delta {delta.dirname}: delta_manifest.json missing"

@@ -9,6 +9,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from builds.access import visible_game, visible_version
+from builds.api import requested_platform
 from builds.models import Job
 from downloads import services
 
@@ -21,14 +22,14 @@ def _job_accepted(job: Job) -> Response:
 
 
 class ArchiveView(APIView):
-    """A version's full `.tar.zst`: 200 `{url, size, sha256}` when built, else 202 with the job building it.
+    """A version's full `.tar.zst` (of `?platform=`): 200 `{url, size, sha256}` when built, else 202 with the job.
 
     POST starts the work (chain replay for old versions); GET only reports (404 when not built).
     """
 
     @extend_schema(responses={200: OpenApiTypes.OBJECT, 202: OpenApiTypes.OBJECT, 404: OpenApiTypes.OBJECT})
     def get(self, request: Request, slug: str, version: str) -> Response:
-        v = visible_version(request.user, visible_game(request.user, slug), version)
+        v = visible_version(request.user, visible_game(request.user, slug), version, requested_platform(request))
         archive, job = services.archive_status(version=v)
         if archive is not None:
             return Response(services.archive_result(archive=archive))
@@ -38,7 +39,7 @@ class ArchiveView(APIView):
 
     @extend_schema(request=None, responses={200: OpenApiTypes.OBJECT, 202: OpenApiTypes.OBJECT})
     def post(self, request: Request, slug: str, version: str) -> Response:
-        v = visible_version(request.user, visible_game(request.user, slug), version)
+        v = visible_version(request.user, visible_game(request.user, slug), version, requested_platform(request))
         archive, job = services.request_archive(version=v, user=request.user)
         if archive is not None:
             return Response(services.archive_result(archive=archive))

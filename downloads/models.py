@@ -28,6 +28,7 @@ class DownloadRecord(models.Model):
     kind = models.CharField(max_length=16)
     artifact = models.CharField(max_length=500, help_text="What was served, e.g. archive:game/1.0")
     game_slug = models.CharField(max_length=64, blank=True)
+    platform = models.CharField(max_length=16, blank=True, help_text="The platform of the build served")
     size = models.BigIntegerField(default=0, help_text="Size of the whole artifact")
     range_start = models.BigIntegerField(default=0)
     bytes_requested = models.BigIntegerField(default=0)

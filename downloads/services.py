@@ -2,10 +2,13 @@
 
 Every artifact a user can download is named by (kind, slug, version, ref):
 
-    archive   slug, version                 cache/archives/<slug>/<version>.tar.zst (FullArchive)
-    direct    slug, ref="<from>__<to>"      storage/games/<slug>/deltas/<from>__<to>.tar.zst
-    indirect  ref="<job uuid>"              cache/indirect/<job>.tar.zst (the Job's result)
-    file      slug, version, ref="<path>"   one file of a version: its tree or reconstructed copy
+    archive   slug, platform, version                cache/archives/<slug>/<platform>/<version>.tar.zst (FullArchive)
+    direct    slug, platform, ref="<from>__<to>"     storage/games/<slug>/<platform>/deltas/<from>__<to>.tar.zst
+    indirect  ref="<job uuid>"                       cache/indirect/<job>.tar.zst (the Job's result)
+    file      slug, platform, version, ref="<path>"  one file of a version: its tree or reconstructed copy
+
+The platform is part of every artifact's identity (None means MIST_DEFAULT_PLATFORM): a build of
+one platform never resolves to another platform's files.
 
 `resolve_artifact` applies the access rules once for every kind: a game the user may not see is
 a 404 like a missing game, and versions that are not ready+published are 404 for friends.
@@ -34,6 +37,7 @@ from builds.access import visible_game, visible_version, visible_versions
 from builds.jobs import JobFailed, ensure_job, retry_job
 from builds.models import CacheEntry, FileEntry, Job, Version
 from catalog.models import Game
+from catalog.platforms import PlatformError, platform_or_default
 from deltas import services as deltas_services
 from deltas.models import DirectDelta
 from downloads.models import DownloadRecord, FullArchive
@@ -80,6 +84,7 @@ class Artifact:
     filename: str
     content_type: str
     cache_key: str | None = None  # the CacheEntry to touch when serving
+    platform: str = ""  # whose build the bytes belong to
 
     @property
     def etag(self) -> str:
@@ -108,9 +113,9 @@ def _evicted(archive: FullArchive) -> bool:
     return not _archive_file(archive).exists() and not CacheEntry.objects.filter(relpath=archive.relpath).exists()
 
 
-def _archive_artifact(user: Any, slug: str, version_name: str) -> Artifact:
+def _archive_artifact(user: Any, slug: str, version_name: str, platform: str) -> Artifact:
     game = visible_game(user, slug)
-    version = visible_version(user, game, version_name)
+    version = visible_version(user, game, version_name, platform)
     archive = FullArchive.objects.filter(version=version).first()
     if archive is None or _evicted(archive):
         # No row, or a row whose cache entry and file were evicted: not an error, just not built.
@@ -119,29 +124,31 @@ def _archive_artifact(user: Any, slug: str, version_name: str) -> Artifact:
     return Artifact(
         kind="archive",
         key=f"archive:{slug}/{version.name}",
+        platform=platform,
         game_slug=slug,
         path=path,
         root="cache",
         relpath=archive.relpath,
         size=archive.size,
         sha256=archive.sha256,
-        filename=f"{slug}-{version.name}.tar.zst",
+        filename=f"{slug}-{version.name}-{platform}.tar.zst",
         content_type="application/zstd",
         cache_key=f"archive:{version.pk}",
     )
 
 
-def _direct_artifact(user: Any, slug: str, pair: str) -> Artifact:
+def _direct_artifact(user: Any, slug: str, pair: str, platform: str) -> Artifact:
     game = visible_game(user, slug)
     # Version names never contain "__" (mistcore.manifest.validate_version_name): one split.
     from_name, sep, to_name = pair.partition("__")
     if not sep or not from_name or not to_name:
         raise Http404("No such update.")
     # What the bundle delivers is the target version: it must be visible to the user.
-    to_version = visible_version(user, game, to_name)
+    to_version = visible_version(user, game, to_name, platform)
     delta = (
         DirectDelta.objects.filter(
-            from_version__game=game, from_version__name=from_name, to_version=to_version,
+            from_version__game=game, from_version__platform=platform, from_version__name=from_name,
+            to_version=to_version,
             status=DirectDelta.Status.READY,
         )
         .exclude(bundle_sha256="")
@@ -149,18 +156,19 @@ def _direct_artifact(user: Any, slug: str, pair: str) -> Artifact:
     )
     if delta is None:
         raise Http404("No such update.")
-    path = storage.delta_bundle_path(slug, from_name, to_name)
+    path = storage.delta_bundle_path(slug, platform, from_name, to_name)
     _, relpath = _located(path)
     return Artifact(
         kind="direct",
         key=f"direct:{slug}/{pair}",
+        platform=platform,
         game_slug=slug,
         path=path,
         root="storage",
         relpath=relpath,
         size=delta.bundle_size,
         sha256=delta.bundle_sha256,
-        filename=f"{slug}-{from_name}__{to_name}.tar.zst",
+        filename=f"{slug}-{from_name}__{to_name}-{platform}.tar.zst",
         content_type="application/zstd",
     )
 
@@ -184,6 +192,7 @@ def _indirect_artifact(user: Any, job_id: str) -> Artifact:
     return Artifact(
         kind="indirect",
         key=f"indirect:{job.pk}",
+        platform=job.version.platform,
         game_slug=game.slug,
         path=storage.cache_root() / relpath,
         root="cache",
@@ -196,13 +205,13 @@ def _indirect_artifact(user: Any, job_id: str) -> Artifact:
     )
 
 
-def _file_artifact(user: Any, slug: str, version_name: str, relpath: str) -> Artifact:
+def _file_artifact(user: Any, slug: str, version_name: str, relpath: str, platform: str) -> Artifact:
     try:
         validate_relpath(relpath)
     except MistCoreError as exc:
         raise ArtifactPathError(f"invalid file path: {exc}") from None
     game = visible_game(user, slug)
-    version = visible_version(user, game, version_name)
+    version = visible_version(user, game, version_name, platform)
     entry = FileEntry.objects.filter(version=version, path=relpath).first()
     if entry is None:
         raise Http404("No such file in this version.")
@@ -217,6 +226,7 @@ def _file_artifact(user: Any, slug: str, version_name: str, relpath: str) -> Art
     return Artifact(
         kind="file",
         key=f"file:{slug}/{version.name}/{relpath}"[:500],
+        platform=platform,
         game_slug=slug,
         path=path,
         root=root,
@@ -230,17 +240,22 @@ def _file_artifact(user: Any, slug: str, version_name: str, relpath: str) -> Art
 
 
 def resolve_artifact(
-    *, user: Any, kind: str, slug: str | None = None, version: str | None = None, ref: str | None = None
+    *, user: Any, kind: str, slug: str | None = None, version: str | None = None, ref: str | None = None,
+    platform: str | None = None,
 ) -> Artifact:
     """The artifact a download URL names, if `user` may have it; Http404 otherwise."""
+    try:
+        platform = platform_or_default(platform)
+    except PlatformError:
+        raise Http404("No such platform.") from None
     if kind == "archive" and slug and version:
-        return _archive_artifact(user, slug, version)
+        return _archive_artifact(user, slug, version, platform)
     if kind == "direct" and slug and ref:
-        return _direct_artifact(user, slug, ref)
+        return _direct_artifact(user, slug, ref, platform)
     if kind == "indirect" and ref:
         return _indirect_artifact(user, ref)
     if kind == "file" and slug and version and ref is not None:
-        return _file_artifact(user, slug, version, ref)
+        return _file_artifact(user, slug, version, ref, platform)
     raise Http404("No such artifact.")
 
 
@@ -253,21 +268,27 @@ def touch_artifact(*, artifact: Artifact) -> None:
 # --- Signed URLs --------------------------------------------------------------------------------
 
 
-def _artifact_url(*, kind: str, slug: str | None, version: str | None, ref: str | None) -> str:
+def artifact_url(*, kind: str, slug: str | None, version: str | None, ref: str | None, platform: str | None) -> str:
+    """The /dl/ path of an artifact (with its platform segment)."""
+    platform = platform_or_default(platform)
     if kind == "archive":
-        return reverse("downloads:archive", kwargs={"slug": slug, "version": version})
+        return reverse("downloads:archive", kwargs={"slug": slug, "platform": platform, "version": version})
     if kind == "direct":
-        return reverse("downloads:direct", kwargs={"slug": slug, "pair": ref})
+        return reverse("downloads:direct", kwargs={"slug": slug, "platform": platform, "pair": ref})
     if kind == "indirect":
         return reverse("downloads:indirect", kwargs={"job_id": ref})
     if kind == "file":
-        return reverse("downloads:file", kwargs={"slug": slug, "version": version, "path": ref})
+        return reverse(
+            "downloads:file", kwargs={"slug": slug, "platform": platform, "version": version, "path": ref}
+        )
     raise ValueError(f"unknown artifact kind {kind!r}; expected one of {', '.join(KINDS)}")
 
 
-def _signature(*, user_id: int, expires: int, kind: str, slug: str | None, version: str | None, ref: str | None) -> str:
+def _signature(
+    *, user_id: int, expires: int, kind: str, slug: str | None, version: str | None, ref: str | None, platform: str
+) -> str:
     # Bound to the artifact's identity (not the URL's spelling, which percent-encoding can vary).
-    message = "\n".join([str(user_id), str(expires), kind, slug or "", version or "", str(ref or "")])
+    message = "\n".join([str(user_id), str(expires), kind, slug or "", version or "", str(ref or ""), platform])
     return salted_hmac(_SIGNATURE_SALT, message, algorithm="sha256").hexdigest()
 
 
@@ -279,18 +300,23 @@ def signed_download_url(
     version: str | None = None,
     ref: str | None = None,
     ttl: int | None = None,
+    platform: str | None = None,
 ) -> str:
     """A download URL that works without cookies or tokens for `user` until it expires."""
-    path = _artifact_url(kind=kind, slug=slug, version=version, ref=ref)
+    path = artifact_url(kind=kind, slug=slug, version=version, ref=ref, platform=platform)
     expires = int(time.time()) + int(settings.MIST_SIGNED_URL_TTL if ttl is None else ttl)
-    sig = _signature(user_id=user.pk, expires=expires, kind=kind, slug=slug, version=version, ref=ref)
+    sig = _signature(
+        user_id=user.pk, expires=expires, kind=kind, slug=slug, version=version, ref=ref,
+        platform=platform_or_default(platform),
+    )
     query = urlencode({"u": user.pk, "exp": expires, "sig": sig})
     base = settings.MIST_PUBLIC_URL.rstrip("/") if settings.MIST_PUBLIC_URL else ""
     return f"{base}{path}?{query}"
 
 
 def user_for_signed_url(
-    *, params: Any, kind: str, slug: str | None = None, version: str | None = None, ref: str | None = None
+    *, params: Any, kind: str, slug: str | None = None, version: str | None = None, ref: str | None = None,
+    platform: str | None = None,
 ) -> Any:
     """The user a signed URL was issued to, if its signature is right and it is still valid."""
     user_text, exp_text, sig = params.get("u", ""), params.get("exp", ""), params.get("sig", "")
@@ -298,8 +324,13 @@ def user_for_signed_url(
         raise SignedURLError("malformed download link: u and exp must be numbers")
     if len(user_text) > 18 or len(exp_text) > 18:
         raise SignedURLError("malformed download link")
+    try:
+        platform = platform_or_default(platform)
+    except PlatformError as exc:
+        raise SignedURLError(str(exc)) from None
     expected = _signature(
-        user_id=int(user_text), expires=int(exp_text), kind=kind, slug=slug, version=version, ref=ref
+        user_id=int(user_text), expires=int(exp_text), kind=kind, slug=slug, version=version, ref=ref,
+        platform=platform,
     )
     if not constant_time_compare(expected, sig):
         raise SignedURLError("invalid download link signature")
@@ -324,6 +355,7 @@ def start_download(
         kind=artifact.kind,
         artifact=artifact.key[:500],
         game_slug=artifact.game_slug[:64],
+        platform=artifact.platform,
         size=artifact.size,
         range_start=decision.start,
         bytes_requested=requested,
@@ -348,8 +380,8 @@ def finish_download(*, record: DownloadRecord, bytes_served: int) -> None:
 # --- Full archives ----------------------------------------------------------------------------------
 
 
-def _latest_ready(game: Game) -> Version | None:
-    return game.versions.filter(status=Version.Status.READY).order_by("-seq").first()
+def _latest_ready(game: Game, platform: str) -> Version | None:
+    return game.versions.filter(platform=platform, status=Version.Status.READY).order_by("-seq").first()
 
 
 def _usable_archive(version: Version) -> FullArchive | None:
@@ -367,12 +399,14 @@ def _usable_archive(version: Version) -> FullArchive | None:
 def archive_result(*, archive: FullArchive) -> dict[str, Any]:
     """What the API says about a ready archive."""
     version = archive.version
-    url = reverse("downloads:archive", kwargs={"slug": version.game.slug, "version": version.name})
+    url = artifact_url(
+        kind="archive", slug=version.game.slug, version=version.name, ref=None, platform=version.platform
+    )
     return {"url": url, "size": archive.size, "sha256": archive.sha256}
 
 
 def build_archive(*, version: Version) -> FullArchive:
-    """Pack the version's files into cache/archives/<slug>/<version>.tar.zst and record it."""
+    """Pack the version's files into cache/archives/<slug>/<platform>/<version>.tar.zst and record it."""
     game = version.game
     try:
         tree = Path(deltas_services.reconstruct_version(version=version))
@@ -388,7 +422,7 @@ def build_archive(*, version: Version) -> FullArchive:
             raise JobFailed(f"{version}: {relpath} is missing from its files on disk") from None
         if actual != size:
             raise JobFailed(f"{version}: {relpath} is {actual} bytes on disk, {size} in the database")
-    dst = storage.archive_path(game.slug, version.name)
+    dst = storage.archive_path(game.slug, version.platform, version.name)
     dst.parent.mkdir(parents=True, exist_ok=True)
     # The half-written temp file of an attempt that was killed (the job row makes this one the only live one).
     for leftover in dst.parent.glob(f".{dst.name}.tmp-*"):
@@ -396,7 +430,7 @@ def build_archive(*, version: Version) -> FullArchive:
     size, sha256 = safetar.pack_tar_zst(
         root=tree, paths=[p for p, _ in entries], dst=dst, level=ARCHIVE_LEVEL, threads=ARCHIVE_THREADS
     )
-    latest = _latest_ready(game)
+    latest = _latest_ready(game, version.platform)
     pinned = latest is not None and latest.pk == version.pk
     key = f"archive:{version.pk}"
     # The cache entry first, then the row: a FullArchive row without an entry means "evicted".
@@ -406,12 +440,16 @@ def build_archive(*, version: Version) -> FullArchive:
             version=version, defaults={"relpath": entry.relpath, "size": size, "sha256": sha256}
         )
         if pinned:
-            # Only the latest version's archive is kept whatever the budget.
-            others = [f"archive:{pk}" for pk in game.versions.exclude(pk=version.pk).values_list("pk", flat=True)]
+            # Only the latest version's archive (of each platform) is kept whatever the budget.
+            others = [
+                f"archive:{pk}"
+                for pk in game.versions.filter(platform=version.platform).exclude(pk=version.pk).values_list("pk", flat=True)
+            ]
             CacheEntry.objects.filter(key__in=others, pinned=True).update(pinned=False)
     forget_evicted_archives()
     logger.info(
-        "archive built", extra={"game": game.slug, "version": version.name, "bytes": size, "pinned": pinned}
+        "archive built",
+        extra={"game": game.slug, "platform": version.platform, "version": version.name, "bytes": size, "pinned": pinned},
     )
     return archive
 
@@ -460,7 +498,7 @@ def on_version_ready(*, version: Version) -> Job | None:
     version = Version.objects.select_related("game").get(pk=version.pk)
     if version.status != Version.Status.READY:
         return None
-    latest = _latest_ready(version.game)
+    latest = _latest_ready(version.game, version.platform)
     if latest is None or latest.pk != version.pk:
         return None  # an older version finishing late: archives of old versions are made on request
     if _usable_archive(version) is not None:
@@ -534,6 +572,7 @@ __all__ = [
     "ArtifactPathError",
     "SignedURLError",
     "archive_result",
+    "artifact_url",
     "archive_status",
     "build_archive",
     "enforce_cache_budget",

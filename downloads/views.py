@@ -21,11 +21,15 @@ class _Denied(Exception):
         self.detail = detail
 
 
-def _authenticate(request: HttpRequest, *, kind: str, slug: str | None, version: str | None, ref: str | None) -> Any:
+def _authenticate(
+    request: HttpRequest, *, kind: str, slug: str | None, version: str | None, ref: str | None, platform: str | None
+) -> Any:
     """The downloading user: from a signed URL, else a Bearer JWT, else the browser session."""
     if "sig" in request.GET:
         try:
-            return services.user_for_signed_url(params=request.GET, kind=kind, slug=slug, version=version, ref=ref)
+            return services.user_for_signed_url(
+                params=request.GET, kind=kind, slug=slug, version=version, ref=ref, platform=platform
+            )
         except services.SignedURLError as exc:
             raise _Denied(403, str(exc)) from None
     try:
@@ -60,9 +64,12 @@ def download(request: HttpRequest, *, kind: str, **params: Any) -> HttpResponseB
     version = params.get("version")
     ref = {"direct": params.get("pair"), "indirect": params.get("job_id"), "file": params.get("path")}.get(kind)
     ref = None if ref is None else str(ref)
+    platform = params.get("platform")  # None on the routes from before platforms: the default
     try:
-        user = _authenticate(request, kind=kind, slug=slug, version=version, ref=ref)
-        artifact = services.resolve_artifact(user=user, kind=kind, slug=slug, version=version, ref=ref)
+        user = _authenticate(request, kind=kind, slug=slug, version=version, ref=ref, platform=platform)
+        artifact = services.resolve_artifact(
+            user=user, kind=kind, slug=slug, version=version, ref=ref, platform=platform
+        )
     except _Denied as exc:
         headers = {"WWW_Authenticate": 'Bearer realm="api"'} if exc.status == 401 else {}
         return serving.json_error(exc.status, exc.detail, **headers)

@@ -29,6 +29,7 @@ from django_q.models import Failure, OrmQ
 
 from builds import services as build_services
 from builds.admin import JobAdmin
+from builds.services import game_platforms, latest_version
 from builds.models import CacheEntry, Job, Version
 from catalog import services as catalog_services
 from catalog.models import Game, GameGrant
@@ -93,8 +94,8 @@ class VersionInline(VersionSizesMixin, admin.TabularInline):
     extra = 0
     can_delete = False
     show_change_link = True
-    ordering = ("-seq",)
-    fields = ("name", "status", "published", "size", "delta", "archive_size", "file_count", "created_at",
+    ordering = ("platform", "-seq")
+    fields = ("name", "platform", "status", "published", "size", "delta", "archive_size", "file_count", "created_at",
               "short_error")
     readonly_fields = fields
 
@@ -147,7 +148,7 @@ class GameAdmin(admin.ModelAdmin):
     actions = ["resync_from_steam", "rebuild_latest_archive", "regenerate_latest_delta", "grant_access"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Game]:
-        latest = Version.objects.filter(game=OuterRef("pk")).order_by("-seq")
+        latest = Version.objects.filter(game=OuterRef("pk")).order_by("-created_at", "-pk")
         return super().get_queryset(request).annotate(
             latest_name=Subquery(latest.values("name")[:1]),
             latest_status=Subquery(latest.values("status")[:1]),
@@ -208,14 +209,16 @@ class GameAdmin(admin.ModelAdmin):
             level = messages.SUCCESS if result.ok else messages.WARNING
             self.message_user(request, f"{game.title}: {result.message}", level)
 
-    @admin.action(description="Rebuild the full archive of the latest version")
+    @admin.action(description="Rebuild the full archive of the latest version (of each platform)")
     def rebuild_latest_archive(self, request: HttpRequest, queryset: QuerySet[Game]) -> None:
-        versions = [v for g in queryset if (v := _latest_ready(g)) is not None]
+        versions = [v for g in queryset for p in game_platforms(game=g) if (v := _latest_ready(g, p)) is not None]
         _rebuild_archives(self, request, versions)
 
-    @admin.action(description="Regenerate the direct delta of the latest version")
+    @admin.action(description="Regenerate the direct delta of the latest version (of each platform)")
     def regenerate_latest_delta(self, request: HttpRequest, queryset: QuerySet[Game]) -> None:
-        versions = [v for g in queryset if (v := g.versions.order_by("-seq").first()) is not None]
+        versions = [
+            v for g in queryset for p in game_platforms(game=g) if (v := latest_version(game=g, platform=p)) is not None
+        ]
         _regenerate_deltas(self, request, versions)
 
     @admin.action(description="Grant access to users…")
@@ -248,8 +251,8 @@ class GameAdmin(admin.ModelAdmin):
         return TemplateResponse(request, "admin/catalog/game/grant_access.html", context)
 
 
-def _latest_ready(game: Game) -> Version | None:
-    return game.versions.filter(status=Version.Status.READY).order_by("-seq").first()
+def _latest_ready(game: Game, platform: str) -> Version | None:
+    return game.versions.filter(platform=platform, status=Version.Status.READY).order_by("-seq").first()
 
 
 def _rebuild_archives(model_admin: admin.ModelAdmin, request: HttpRequest, versions: list[Version]) -> None:
@@ -299,13 +302,13 @@ class GameGrantAdmin(admin.ModelAdmin):
 class VersionAdmin(VersionSizesMixin, admin.ModelAdmin):
     """Versions are created by pushes; here the admin edits release notes and runs actions."""
 
-    list_display = ("__str__", "status", "published", "size", "delta", "archive_size", "created_at")
+    list_display = ("__str__", "platform", "status", "published", "size", "delta", "archive_size", "created_at")
     # No filter by game: with hundreds of games it is a wall of links; search by title instead.
-    list_filter = ("status", "published")
+    list_filter = ("platform", "status", "published")
     list_per_page = 50
     search_fields = ("game__title", "game__slug", "name")
     ordering = ("-created_at",)
-    fields = ("game", "name", "seq", "parent", "status", "published", "notes", "size", "delta", "archive_size",
+    fields = ("game", "name", "platform", "seq", "parent", "status", "published", "notes", "size", "delta", "archive_size",
               "file_count", "error", "pushed_by", "created_at", "ready_at", "published_at", "announced_at")
     readonly_fields = tuple(f for f in fields if f != "notes")
     actions = ["publish", "unpublish", "rebuild_archive", "regenerate_delta"]

@@ -14,6 +14,8 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+from mistcore.platforms import PLATFORMS
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(environ.Env().str("MIST_VAR_DIR", default=str(BASE_DIR / "var")))
 
@@ -54,6 +56,10 @@ CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 MIST_STORAGE_ROOT = Path(env.str("MIST_STORAGE_ROOT", default=str(VAR_DIR / "storage")))
 MIST_CACHE_ROOT = Path(env.str("MIST_CACHE_ROOT", default=str(VAR_DIR / "cache")))
 MIST_CACHE_BUDGET_BYTES = env.int("MIST_CACHE_BUDGET_BYTES", default=50 * 1024**3)
+# The platform of a push or a request that names none, and of everything pushed before platforms existed.
+MIST_DEFAULT_PLATFORM = env.str("MIST_DEFAULT_PLATFORM", default="windows")
+if MIST_DEFAULT_PLATFORM not in PLATFORMS:
+    raise ImproperlyConfigured(f"MIST_DEFAULT_PLATFORM={MIST_DEFAULT_PLATFORM!r}: must be one of {', '.join(PLATFORMS)}")
 MIST_HDIFF_MAX_BYTES = env.int("MIST_HDIFF_MAX_BYTES", default=256 * 1024**2)
 MIST_ACCEL_REDIRECT = env.bool("MIST_ACCEL_REDIRECT", default=False)
 MIST_ACCEL_STORAGE_PREFIX = env.str("MIST_ACCEL_STORAGE_PREFIX", default="/_protected/storage/")

@@ -48,7 +48,7 @@ def test_push_command_records_manifest_files_and_queues_jobs(game: Game, tmp_pat
     assert version.file_count == len(expected)
     assert version.total_size == sum(len(b) for b, _ in expected.values())
     # the manifest on disk and in the database agree, with sha256 and the executable bit
-    manifest = Manifest.from_json(storage.manifest_path("space-game", "1.0").read_bytes())
+    manifest = Manifest.from_json(storage.manifest_path("space-game", "windows", "1.0").read_bytes())
     rows = {f.path: f for f in version.files.all()}
     assert {r.path for r in manifest.files} == set(rows) == set(expected)
     for record in manifest.files:
@@ -59,7 +59,7 @@ def test_push_command_records_manifest_files_and_queues_jobs(game: Game, tmp_pat
     assert manifest.by_path()["data/empty.cfg"].size == 0
     assert "docs/Läsmig – ünïcødé.txt" in manifest.by_path()
     # the depot is a switched symlink onto the new tree
-    assert tree_bytes(storage.depot_dir("space-game")) == expected
+    assert tree_bytes(storage.depot_dir("space-game", "windows")) == expected
     assert Job.objects.filter(version=version, kind=Job.Kind.PROCESS_VERSION).exists()
 
 
@@ -78,7 +78,7 @@ def test_identical_content_is_refused_naming_the_version(game: Game, tmp_path: P
     with pytest.raises(BuildError, match="identical to version '1.0'"):
         push_version(game=game, name="1.0-again", source=src)
     assert list(game.versions.values_list("name", flat=True)) == ["1.0"]
-    assert not storage.tree_dir("space-game", "1.0-again").exists()
+    assert not storage.tree_dir("space-game", "windows", "1.0-again").exists()
 
 
 def test_duplicate_and_invalid_version_names(game: Game, tmp_path: Path) -> None:
@@ -110,7 +110,7 @@ def test_push_from_archives(game: Game, tmp_path: Path, kind: str) -> None:
         with tarfile.open(archive, "w:gz" if kind == "tar.gz" else "w") as tf:
             tf.add(src, arcname=".")
     result = push_version(game=game, name="1.0", source=archive)
-    assert tree_bytes(storage.depot_dir("space-game")) == tree_bytes(src)
+    assert tree_bytes(storage.depot_dir("space-game", "windows")) == tree_bytes(src)
     assert result.version.file_count == len(tree_bytes(src))
 
 
@@ -155,7 +155,7 @@ def test_bad_builds_are_refused_with_the_path_named(
     with pytest.raises(BuildError, match=message):
         push_version(game=game, name="1.0", source=src)
     assert not game.versions.exists()
-    assert not [p for p in storage.trees_dir("space-game").iterdir()] if storage.trees_dir("space-game").exists() else True
+    assert not [p for p in storage.trees_dir("space-game", "windows").iterdir()] if storage.trees_dir("space-game", "windows").exists() else True
 
 
 @pytest.mark.parametrize(
@@ -194,7 +194,7 @@ def test_a_push_killed_mid_copy_leaves_nothing_visible(tmp_path: Path) -> None:
     game = Game.objects.create(slug="killed", title="Killed")
     v1 = make_build(tmp_path / "v1", seed=8)
     push_version(game=game, name="1.0", source=v1)
-    before = tree_bytes(storage.depot_dir("killed"))
+    before = tree_bytes(storage.depot_dir("killed", "windows"))
     big = make_build(tmp_path / "v2", seed=9, big_file_bytes=150_000_000)
     proc = subprocess.Popen(
         [sys.executable, str(BASE_DIR / "manage.py"), "push", "killed", "2.0", str(big)],
@@ -208,7 +208,7 @@ def test_a_push_killed_mid_copy_leaves_nothing_visible(tmp_path: Path) -> None:
         try:
             staged = sum(
                 f.stat().st_size
-                for d in storage.trees_dir("killed").iterdir()
+                for d in storage.trees_dir("killed", "windows").iterdir()
                 if d.name.startswith(".staging-")
                 for f in d.rglob("*")
                 if f.is_file()
@@ -225,12 +225,12 @@ def test_a_push_killed_mid_copy_leaves_nothing_visible(tmp_path: Path) -> None:
         proc.stdout.read().decode() if proc.stdout else ""
     )
     assert list(game.versions.values_list("name", flat=True)) == ["1.0"]
-    assert tree_bytes(storage.depot_dir("killed")) == before
-    assert not storage.manifest_path("killed", "2.0").exists()
+    assert tree_bytes(storage.depot_dir("killed", "windows")) == before
+    assert not storage.manifest_path("killed", "windows", "2.0").exists()
     # the next push sweeps the leftovers and works
     result = push_version(game=game, name="2.0", source=big)
     assert result.version.name == "2.0"
-    assert not [p for p in storage.trees_dir("killed").iterdir() if p.name.startswith(".staging-")]
+    assert not [p for p in storage.trees_dir("killed", "windows").iterdir() if p.name.startswith(".staging-")]
 
 
 def test_remote_push_through_the_upload_api(game: Game, tmp_path: Path, admin_api: Any, friend_api: Any) -> None:
@@ -262,7 +262,7 @@ def test_remote_push_through_the_upload_api(game: Game, tmp_path: Path, admin_ap
     done = admin_api.post(url + "/finalize")
     assert done.status_code == 202, done.content
     assert done.json()["version"]["name"] == "1.0"
-    assert tree_bytes(storage.depot_dir("space-game")) == tree_bytes(src)
+    assert tree_bytes(storage.depot_dir("space-game", "windows")) == tree_bytes(src)
 
 
 def test_upload_with_wrong_sha256_is_refused(game: Game, admin_api: Any) -> None:
@@ -296,11 +296,11 @@ def test_manifest_api_serves_the_recorded_manifest(game: Game, tmp_path: Path, f
     Version.objects.filter(pk=v.pk).update(status=Version.Status.READY)
     response = friend_api.get(url)
     assert response.status_code == 200
-    assert response.content == storage.manifest_path("space-game", "1.0").read_bytes()
+    assert response.content == storage.manifest_path("space-game", "windows", "1.0").read_bytes()
     assert json.loads(response.content)["version"] == "1.0"
 
 
 def test_bundle_paths_keep_dotted_version_names_apart() -> None:
-    a = storage.delta_bundle_path("g", "2.0", "2.1")
-    b = storage.delta_bundle_path("g", "2.0", "2.5")
-    assert a != b and a.name == "2.0__2.1.tar.zst" and a.parent == storage.delta_dir("g", "2.0", "2.1").parent
+    a = storage.delta_bundle_path("g", "windows", "2.0", "2.1")
+    b = storage.delta_bundle_path("g", "windows", "2.0", "2.5")
+    assert a != b and a.name == "2.0__2.1.tar.zst" and a.parent == storage.delta_dir("g", "windows", "2.0", "2.1").parent

@@ -29,7 +29,7 @@ def test_plan_prefers_the_direct_chain_forward(three_versions: dict[str, Any], f
     assert plan["route"] == "direct"
     assert [(s["from_version"], s["to_version"]) for s in plan["steps"]] == [("1", "2"), ("2", "3")]
     assert plan["download_bytes"] == sum(s["size"] for s in plan["steps"]) == plan["alternatives"]["direct"]
-    assert plan["steps"][0]["url"] == "/dl/direct/trio/1__2"
+    assert plan["steps"][0]["url"] == "/dl/direct/trio/windows/1__2"
     assert "cheapest" in plan["reason"]
     assert plan["target_manifest_url"] == "/api/v1/games/trio/versions/3/manifest"
 
@@ -47,7 +47,7 @@ def test_plan_backwards_is_indirect_or_full(three_versions: dict[str, Any], frie
 
 
 def test_plan_from_an_unknown_local_state(three_versions: dict[str, Any], friend_api: Any) -> None:
-    manifest = json.loads(storage.manifest_path("trio", "1").read_bytes())
+    manifest = json.loads(storage.manifest_path("trio", "windows", "1").read_bytes())
     plan = _plan(friend_api, {"from_version": "unknown", "to_version": "3", "local_manifest": manifest}).json()
     assert plan["route"] in {"indirect", "full"} and plan["from_version"] is None
     assert set(plan["alternatives"]) == {"indirect", "full"}

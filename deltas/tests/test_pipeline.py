@@ -49,7 +49,7 @@ def test_push_worker_apply_replay_indirect(settings: Any, tmp_path: Path, builds
             worker.wait_for(lambda n=name: _ready(n), timeout=120, what=f"{name} ready")
 
         # the depot is v3, byte for byte
-        assert tree_bytes(storage.depot_dir("demo")) == tree_bytes(builds_dir["1.2"])
+        assert tree_bytes(storage.depot_dir("demo", "windows")) == tree_bytes(builds_dir["1.2"])
 
         # direct updates: apply the downloaded bundles in order to an install of v1
         install = tmp_path / "install"
@@ -59,7 +59,7 @@ def test_push_worker_apply_replay_indirect(settings: Any, tmp_path: Path, builds
             assert delta.bundle_size > 0 and delta.status == DirectDelta.Status.READY
             unpacked = tmp_path / f"bundle-{new}"
             manifest = mdelta.unpack_bundle(
-                src=storage.delta_bundle_path("demo", old, new), dest=unpacked, max_total_bytes=10**9
+                src=storage.delta_bundle_path("demo", "windows", old, new), dest=unpacked, max_total_bytes=10**9
             )
             engines = {op.engine for op in manifest.ops if op.engine}
             assert "hdiff-window" in engines, engines  # the file over MIST_HDIFF_MAX_BYTES
@@ -71,9 +71,9 @@ def test_push_worker_apply_replay_indirect(settings: Any, tmp_path: Path, builds
         assert v3.update_size < v3.total_size / 4
 
         # chain replay: v2 is no longer on the storage; it is rebuilt from the base archive
-        assert not storage.tree_dir("demo", "1.1").exists()
-        shutil.rmtree(storage.cached_version_dir("demo", "1.1"), ignore_errors=True)
-        shutil.rmtree(storage.cached_version_dir("demo", "1.0"), ignore_errors=True)
+        assert not storage.tree_dir("demo", "windows", "1.1").exists()
+        shutil.rmtree(storage.cached_version_dir("demo", "windows", "1.1"), ignore_errors=True)
+        shutil.rmtree(storage.cached_version_dir("demo", "windows", "1.0"), ignore_errors=True)
         rebuilt = services.reconstruct_version(version=Version.objects.get(name="1.1"))
         assert tree_bytes(rebuilt) == tree_bytes(builds_dir["1.1"])
 

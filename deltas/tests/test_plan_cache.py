@@ -75,7 +75,7 @@ def test_plan_queries_do_not_grow_with_files_or_chain(versions: int, files: int,
         warm = _plan(friend_api, {"from_version": "1.1"}, slug="long")
     assert cold == warm
     assert warm["route"] == "direct" and len(warm["steps"]) == versions - 1
-    assert warm["steps"][-1]["url"] == f"/dl/direct/long/1.{versions - 1}__1.{versions}"
+    assert warm["steps"][-1]["url"] == f"/dl/direct/long/windows/1.{versions - 1}__1.{versions}"
 
 
 def test_a_new_push_changes_the_plan(three_versions: dict[str, Any], friend_api: Any, tmp_path: Any) -> None:
@@ -91,13 +91,13 @@ def test_a_new_push_changes_the_plan(three_versions: dict[str, Any], friend_api:
     plan = _plan(friend_api, {"from_version": "1"})
     assert plan["to_version"] == "4"
     assert [(s["from_version"], s["to_version"]) for s in plan["steps"]] == [("1", "2"), ("2", "3"), ("3", "4")]
-    assert _plan(friend_api, {"from_version": "3"})["steps"][0]["url"] == "/dl/direct/trio/3__4"
+    assert _plan(friend_api, {"from_version": "3"})["steps"][0]["url"] == "/dl/direct/trio/windows/3__4"
 
 
 def test_removing_a_version_relinks_the_plan(three_versions: dict[str, Any], friend_api: Any) -> None:
     # given a cached plan 1 -> 2 -> 3
     before = _plan(friend_api, {"from_version": "1", "to_version": "3"})
-    assert [s["url"] for s in before["steps"]] == ["/dl/direct/trio/1__2", "/dl/direct/trio/2__3"]
+    assert [s["url"] for s in before["steps"]] == ["/dl/direct/trio/windows/1__2", "/dl/direct/trio/windows/2__3"]
     # when 2 is removed: 3 waits for its new delta from 1, the latest ready version is 1
     remove_version(version=Version.objects.get(name="2"))
     assert _plan(friend_api, {"from_version": "1"})["route"] == "none"
@@ -108,7 +108,7 @@ def test_removing_a_version_relinks_the_plan(three_versions: dict[str, Any], fri
     after = _plan(friend_api, {"from_version": "1", "to_version": "3"})
     assert after["route"] == "direct"
     assert after["steps"] == [{
-        "kind": "direct", "from_version": "1", "to_version": "3", "url": "/dl/direct/trio/1__3",
+        "kind": "direct", "from_version": "1", "to_version": "3", "url": "/dl/direct/trio/windows/1__3",
         "size": delta.bundle_size, "sha256": delta.bundle_sha256,
     }]
     assert after["indirect"]["paths"] == before["indirect"]["paths"]  # same two manifests: same comparison

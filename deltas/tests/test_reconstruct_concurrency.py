@@ -32,8 +32,8 @@ def test_parallel_reconstructions_replay_once(tmp_path: Path, monkeypatch: pytes
         else:
             services.make_direct_delta(to_version=version)
     for name in ("1", "2"):
-        shutil.rmtree(storage.cached_version_dir("para", name), ignore_errors=True)
-        shutil.rmtree(storage.tree_dir("para", name), ignore_errors=True)
+        shutil.rmtree(storage.cached_version_dir("para", "windows", name), ignore_errors=True)
+        shutil.rmtree(storage.tree_dir("para", "windows", name), ignore_errors=True)
 
     replays: list[str] = []
     real_replay = services._replay

@@ -37,7 +37,7 @@ def test_worker_killed_mid_delta_recovers(settings: Any, tmp_path: Path) -> None
                         what="delta job running")
         # Kill as soon as the job's temporary delta folder exists: in the middle of diffing the big
         # file (a fixed sleep was too long once deltas got faster).
-        parent = storage.delta_dir("faulty", "1.0", "1.1").parent
+        parent = storage.delta_dir("faulty", "windows", "1.0", "1.1").parent
         worker.wait_for(lambda: parent.is_dir() and any(p.name.startswith(".") for p in parent.iterdir()),
                         timeout=60, what="delta staging folder")
         worker.kill()
@@ -46,8 +46,8 @@ def test_worker_killed_mid_delta_recovers(settings: Any, tmp_path: Path) -> None
     job.refresh_from_db()
     assert job.status == Job.Status.RUNNING and job.attempts == 1
     # nothing looks finished: no delta folder or bundle under its final name
-    assert not storage.delta_dir("faulty", "1.0", "1.1").exists()
-    assert not storage.delta_bundle_path("faulty", "1.0", "1.1").exists()
+    assert not storage.delta_dir("faulty", "windows", "1.0", "1.1").exists()
+    assert not storage.delta_bundle_path("faulty", "windows", "1.0", "1.1").exists()
     assert Version.objects.get(name="1.1").status != Version.Status.READY
 
     time.sleep(2.5)  # the heartbeat goes stale
@@ -63,10 +63,10 @@ def test_worker_killed_mid_delta_recovers(settings: Any, tmp_path: Path) -> None
     install = tmp_path / "install"
     shutil.copytree(v1, install)
     unpacked = tmp_path / "bundle"
-    mdelta.unpack_bundle(src=storage.delta_bundle_path("faulty", "1.0", "1.1"), dest=unpacked, max_total_bytes=10**9)
+    mdelta.unpack_bundle(src=storage.delta_bundle_path("faulty", "windows", "1.0", "1.1"), dest=unpacked, max_total_bytes=10**9)
     mdelta.apply_delta_dir(delta_dir=unpacked, install_root=install, work_dir=tmp_path / "work")
     assert tree_bytes(install) == tree_bytes(v2)
-    leftovers = [p.name for p in storage.delta_dir("faulty", "1.0", "1.1").parent.iterdir() if p.name.startswith(".")]
+    leftovers = [p.name for p in storage.delta_dir("faulty", "windows", "1.0", "1.1").parent.iterdir() if p.name.startswith(".")]
     assert leftovers == []
 
 

@@ -70,9 +70,9 @@ def make_version(
         for p, d in files.items()
     )
     if where == "tree":
-        write_tree(storage.tree_dir(game.slug, name), files)
+        write_tree(storage.tree_dir(game.slug, "windows", name), files)
     elif where == "cache":
-        root = storage.cached_version_dir(game.slug, name)
+        root = storage.cached_version_dir(game.slug, "windows", name)
         write_tree(root, files)
         cache.register(key=f"version:{version.pk}", path=root, size=version.total_size)
     return version
@@ -81,7 +81,7 @@ def make_version(
 def make_direct_delta(from_version: Version, to_version: Version, payload: bytes) -> DirectDelta:
     """A ready direct delta whose bundle file holds `payload`."""
     slug = to_version.game.slug
-    path = storage.delta_bundle_path(slug, from_version.name, to_version.name)
+    path = storage.delta_bundle_path(slug, "windows", from_version.name, to_version.name)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(payload)
     return DirectDelta.objects.create(

@@ -38,10 +38,10 @@ def extracted(archive: FullArchive, dest: Path) -> dict[str, bytes]:
 
 def test_build_archive_packs_exactly_the_versions_files(version: Version, files: dict[str, bytes], tmp_path: Path) -> None:
     # A stray file in the tree is not part of the version and must not end up in its archive.
-    (storage.tree_dir("game", "1.0") / "stray.log").write_bytes(b"not in the manifest")
+    (storage.tree_dir("game", "windows", "1.0") / "stray.log").write_bytes(b"not in the manifest")
     archive = services.build_archive(version=version)
     path = storage.cache_root() / archive.relpath
-    assert path == storage.archive_path("game", "1.0")
+    assert path == storage.archive_path("game", "windows", "1.0")
     assert (archive.size, archive.sha256) == (path.stat().st_size, sha256(path.read_bytes()))
     assert extracted(archive, tmp_path / "out") == files
     assert (tmp_path / "out" / "bin" / "game.sh").stat().st_mode & 0o100  # executable bit kept
@@ -73,14 +73,14 @@ def test_archive_of_an_old_version_from_its_cached_copy_is_not_pinned(game: Game
 
 
 def test_a_tree_that_does_not_match_the_version_is_refused(version: Version) -> None:
-    (storage.tree_dir("game", "1.0") / "readme.txt").write_bytes(b"changed under our feet, longer")
+    (storage.tree_dir("game", "windows", "1.0") / "readme.txt").write_bytes(b"changed under our feet, longer")
     with pytest.raises(JobFailed, match="readme.txt"):
         services.build_archive(version=version)
     assert not FullArchive.objects.exists()
 
 
 def test_a_missing_file_is_refused(version: Version) -> None:
-    (storage.tree_dir("game", "1.0") / "readme.txt").unlink()
+    (storage.tree_dir("game", "windows", "1.0") / "readme.txt").unlink()
     with pytest.raises(JobFailed, match="missing"):
         services.build_archive(version=version)
 
@@ -119,14 +119,14 @@ def test_archive_task_builds_through_the_job_framework(version: Version) -> None
     job.refresh_from_db()
     archive = FullArchive.objects.get(version=version)
     assert job.status == Job.Status.DONE
-    assert job.result == {"url": "/dl/archive/game/1.0", "size": archive.size, "sha256": archive.sha256}
+    assert job.result == {"url": "/dl/archive/game/windows/1.0", "size": archive.size, "sha256": archive.sha256}
 
 
 @pytest.mark.django_db(transaction=True)
 def test_archive_task_failure_is_recorded_on_the_job(version: Version) -> None:
     from downloads import tasks
 
-    (storage.tree_dir("game", "1.0") / "readme.txt").unlink()
+    (storage.tree_dir("game", "windows", "1.0") / "readme.txt").unlink()
     _, job = services.request_archive(version=version, user=None)
     tasks.build_archive(str(job.pk))
     job.refresh_from_db()
@@ -183,7 +183,7 @@ def test_api_post_queues_a_job_then_answers_with_the_archive(
     for method in (friend_api.get, friend_api.post):
         r = method(API.format("1.0"))
         assert r.status_code == 200
-        assert r.json() == {"url": "/dl/archive/game/1.0", "size": archive.size, "sha256": archive.sha256}
+        assert r.json() == {"url": "/dl/archive/game/windows/1.0", "size": archive.size, "sha256": archive.sha256}
 
 
 def test_api_hides_private_games_and_unpublished_versions(friend: Any, outsider: Any, admin_api: APIClient) -> None:

@@ -72,7 +72,7 @@ def test_archive_download_has_every_header_and_the_exact_bytes(client: Client, f
     assert response["ETag"] == f'"{archive.sha256}"'
     assert response["X-Mist-SHA256"] == archive.sha256
     assert response["Content-Type"] == "application/zstd"
-    assert response["Content-Disposition"] == 'attachment; filename="game-1.0.tar.zst"'
+    assert response["Content-Disposition"] == 'attachment; filename="game-1.0-windows.tar.zst"'
     assert "Content-Range" not in response
     record = DownloadRecord.objects.get()
     assert (record.user, record.kind, record.artifact, record.game_slug) == (friend, "archive", "archive:game/1.0", "game")
@@ -251,7 +251,7 @@ def test_direct_bundle(client: Client, friend: Any, version: Version) -> None:
     assert r.status_code == 206
     assert body(r) == payload[1000:]
     assert r["X-Mist-SHA256"] == delta.bundle_sha256
-    assert r["Content-Disposition"] == 'attachment; filename="game-1.0__1.1.tar.zst"'
+    assert r["Content-Disposition"] == 'attachment; filename="game-1.0__1.1-windows.tar.zst"'
     assert DownloadRecord.objects.get().artifact == "direct:game/1.0__1.1"
 
 
@@ -406,7 +406,7 @@ def test_artifact_of_the_wrong_size_on_disk_is_not_served(client: Client, friend
 def test_direct_bundle_missing_on_disk(client: Client, friend: Any, version: Version) -> None:
     v2 = make_version(version.game, "1.1", {"readme.txt": b"new"})
     make_direct_delta(version, v2, b"payload")
-    storage.delta_bundle_path("game", "1.0", "1.1").unlink()
+    storage.delta_bundle_path("game", "windows", "1.0", "1.1").unlink()
     r = client.get("/dl/direct/game/1.0__1.1", **bearer(friend))
     assert (r.status_code, r.json()) == (404, {"detail": "artifact missing on the server"})
 
@@ -427,11 +427,11 @@ def test_accel_redirect_for_a_cache_artifact(client: Client, friend: Any, archiv
     r = client.get(ARCHIVE_URL, HTTP_RANGE="bytes=10-", **bearer(friend))
     assert r.status_code == 200
     assert r.content == b""
-    assert r["X-Accel-Redirect"] == "/_protected/cache/archives/game/1.0.tar.zst"
+    assert r["X-Accel-Redirect"] == "/_protected/cache/archives/game/windows/1.0.tar.zst"
     assert r["X-Accel-Buffering"] == "no"
     assert r["X-Mist-SHA256"] == archive.sha256
     assert r["ETag"] == f'"{archive.sha256}"'
-    assert r["Content-Disposition"] == 'attachment; filename="game-1.0.tar.zst"'
+    assert r["Content-Disposition"] == 'attachment; filename="game-1.0-windows.tar.zst"'
     record = DownloadRecord.objects.get()
     assert record.via_accel
     assert (record.range_start, record.bytes_requested, record.bytes_served) == (10, archive.size - 10, archive.size - 10)
@@ -445,7 +445,7 @@ def test_accel_redirect_for_a_storage_file_is_url_encoded(
     make_version(game, "1.0", {"My Docs/été #1.txt": b"x"})
     r = client.get("/dl/file/game/1.0/My%20Docs/%C3%A9t%C3%A9%20%231.txt", **bearer(friend))
     assert r.status_code == 200
-    assert r["X-Accel-Redirect"] == "/_protected/storage/games/game/trees/1.0/My%20Docs/%C3%A9t%C3%A9%20%231.txt"
+    assert r["X-Accel-Redirect"] == "/_protected/storage/games/game/windows/trees/1.0/My%20Docs/%C3%A9t%C3%A9%20%231.txt"
 
 
 def test_accel_mode_still_answers_416_and_missing_itself(

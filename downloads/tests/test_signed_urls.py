@@ -28,7 +28,7 @@ def with_params(path: str, params: dict[str, str]) -> str:
 def test_signed_url_shape(friend: Any, archive: FullArchive) -> None:
     url = services.signed_download_url(user=friend, kind="archive", slug="game", version="1.0", ttl=60)
     path, params = split(url)
-    assert path == "/dl/archive/game/1.0"
+    assert path == "/dl/archive/game/windows/1.0"
     assert set(params) == {"u", "exp", "sig"}
     assert params["u"] == str(friend.pk)
 
@@ -46,7 +46,7 @@ def test_signed_url_downloads_without_credentials_and_records_the_user(
 def test_public_url_setting_makes_it_absolute(friend: Any, archive: FullArchive, settings: Any) -> None:
     settings.MIST_PUBLIC_URL = "https://store.example.org/"
     url = services.signed_download_url(user=friend, kind="archive", slug="game", version="1.0")
-    assert url.startswith("https://store.example.org/dl/archive/game/1.0?u=")
+    assert url.startswith("https://store.example.org/dl/archive/game/windows/1.0?u=")
 
 
 @pytest.mark.parametrize(
@@ -117,12 +117,12 @@ def test_link_for_a_version_that_gets_unpublished(client: Client, friend: Any, v
 
 def test_every_kind_can_be_signed(friend: Any, version: Any) -> None:
     assert services.signed_download_url(user=friend, kind="direct", slug="game", ref="1.0__1.1").startswith(
-        "/dl/direct/game/1.0__1.1?")
+        "/dl/direct/game/windows/1.0__1.1?")
     assert services.signed_download_url(
         user=friend, kind="indirect", ref="6f1c1a44-5a5e-4c4e-9a43-3c1b8f9a2f00"
     ).startswith("/dl/indirect/6f1c1a44-5a5e-4c4e-9a43-3c1b8f9a2f00?")
     assert services.signed_download_url(user=friend, kind="file", slug="game", version="1.0", ref="dir/é.txt").startswith(
-        "/dl/file/game/1.0/dir/%C3%A9.txt?")
+        "/dl/file/game/windows/1.0/dir/%C3%A9.txt?")
     with pytest.raises(ValueError, match="unknown artifact kind"):
         services.signed_download_url(user=friend, kind="nope", slug="game")
 

@@ -38,7 +38,7 @@ def test_a_200_mb_download_does_not_grow_the_process(live_server: Any, friend: A
     # given: a 200 MB sparse archive (no disk blocks, no time to write it), recorded like a real one
     game = make_game("game")
     version = make_version(game, "1.0", {"a": b"a"})
-    path = storage.archive_path("game", "1.0")
+    path = storage.archive_path("game", "windows", "1.0")
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "wb") as f:
         f.truncate(ARTIFACT)

@@ -14,9 +14,12 @@ from django.db.models.functions import Coalesce
 
 from builds.models import Job, Version
 from builds.storage import cache_root
+from builds.access import visible_platforms_by_game
 from catalog.models import Game
+from catalog.platforms import default_platform
 from deltas.models import DirectDelta
 from downloads.models import FullArchive
+from mistcore.platforms import PLATFORMS
 
 SORTS = {"title": ("title", "slug"), "updated": (F("latest_updated_at").desc(nulls_last=True), "title")}
 
@@ -32,7 +35,8 @@ def _delta_size_of(version_ref: Any) -> Subquery:
 
 def library_games(*, user: Any, query: str = "", sort: str = "title") -> QuerySet[Game]:
     """Games the user may see, matching `query`, with their latest visible version annotated."""
-    latest = Version.objects.visible().filter(game=OuterRef("pk")).order_by("-seq")
+    # The newest build of any platform (seq counts each platform's history on its own).
+    latest = Version.objects.visible().filter(game=OuterRef("pk")).order_by("-created_at", "-pk")
     return (
         Game.objects.visible_to(user)
         .search(query)
@@ -67,16 +71,27 @@ def _on_disk(archive: FullArchive) -> bool:
 @dataclass(frozen=True)
 class GamePage:
     game: Game
+    platform: str  # whose builds `versions` lists
+    platforms: list[str]  # every platform the game has builds for that the user may see
     versions: list[Version]  # newest first, annotated with update_bytes and full_archive
     latest: Version | None
     preparing: set[int]  # ids of versions whose full archive the worker is building
 
 
-def game_page(*, game: Game, user: Any) -> GamePage:
-    """The versions a user may see of a game (admins see every state), with sizes and archive state."""
-    versions_qs = Version.objects.filter(game=game)
+def game_page(*, game: Game, user: Any, platform: str | None = None) -> GamePage:
+    """The builds of one platform a user may see of a game (admins see every state), with sizes and archive state.
+
+    Without a platform (or with one the game has no builds for): MIST_DEFAULT_PLATFORM if the
+    game has builds for it, else the first platform it has.
+    """
+    all_qs = Version.objects.filter(game=game)
     if not user.is_staff:
-        versions_qs = versions_qs.visible()
+        all_qs = all_qs.visible()
+    present = set(all_qs.values_list("platform", flat=True).distinct())
+    platforms = [p for p in PLATFORMS if p in present]
+    if platform not in platforms:
+        platform = default_platform() if default_platform() in platforms or not platforms else platforms[0]
+    versions_qs = all_qs.filter(platform=platform)
     versions = list(
         versions_qs.select_related("archive", "parent")
         .annotate(update_bytes=Coalesce("update_size", _delta_size_of(OuterRef("pk"))))
@@ -92,4 +107,11 @@ def game_page(*, game: Game, user: Any) -> GamePage:
         .filter(version__in=[v.pk for v in versions], kind__in=[Job.Kind.ARCHIVE, Job.Kind.RECONSTRUCT])
         .values_list("version_id", flat=True)
     )
-    return GamePage(game=game, versions=versions, latest=latest, preparing=preparing)
+    return GamePage(
+        game=game, platform=platform, platforms=platforms, versions=versions, latest=latest, preparing=preparing
+    )
+
+
+def platforms_by_game(*, user: Any, games: list[Game]) -> dict[int, list[str]]:
+    """The platforms each game has builds of that the user may see (one query for a page of games)."""
+    return visible_platforms_by_game(user, games)

@@ -17,7 +17,9 @@ from builds.models import Version
 from catalog.models import Game
 from catalog.services import IMAGE_CONTENT_TYPES, header_image_path
 from downloads import services as download_services
-from mist.store.selectors import SORTS, game_page, library_games
+from catalog.platforms import default_platform
+from mist.store.selectors import SORTS, game_page, library_games, platforms_by_game
+from mistcore.platforms import LABELS
 
 PAGE_SIZE = 24
 SORT_LABELS = {"title": "Title", "updated": "Recently updated"}
@@ -37,7 +39,9 @@ def header_url(game: Game) -> str:
 
 def archive_download_url(*, user: Any, game: Game, version: Version) -> str:
     """A resumable, signed download link of a version's full archive (works in any download manager)."""
-    return download_services.signed_download_url(user=user, kind="archive", slug=game.slug, version=version.name)
+    return download_services.signed_download_url(
+        user=user, kind="archive", slug=game.slug, version=version.name, platform=version.platform
+    )
 
 
 @login_required
@@ -50,8 +54,10 @@ def library(request: HttpRequest) -> HttpResponse:
     page = Paginator(library_games(user=request.user, query=query, sort=sort), PAGE_SIZE).get_page(
         request.GET.get("page")
     )
+    platforms = platforms_by_game(user=request.user, games=list(page))
     for game in page:
         game.header_url = header_url(game)  # type: ignore[attr-defined]
+        game.platform_labels = [LABELS[p] for p in platforms.get(game.pk, [])]  # type: ignore[attr-defined]
     return render(
         request,
         "store/library.html",
@@ -63,7 +69,7 @@ def library(request: HttpRequest) -> HttpResponse:
 @require_GET
 def game_detail(request: HttpRequest, slug: str) -> HttpResponse:
     game = _visible_game(request, slug)
-    data = game_page(game=game, user=request.user)
+    data = game_page(game=game, user=request.user, platform=request.GET.get("platform") or None)
     for version in data.versions:
         version.download_url = (  # type: ignore[attr-defined]
             archive_download_url(user=request.user, game=game, version=version)
@@ -79,6 +85,9 @@ def game_detail(request: HttpRequest, slug: str) -> HttpResponse:
             "versions": data.versions,
             "latest": data.latest,
             "preparing": data.preparing,
+            "platform": data.platform,
+            "platform_label": LABELS[data.platform],
+            "platform_tabs": [(p, LABELS[p]) for p in data.platforms],
             "patcher_url": f"mist://install/{game.slug}",
         },
     )
@@ -89,8 +98,9 @@ def game_detail(request: HttpRequest, slug: str) -> HttpResponse:
 def request_archive(request: HttpRequest, slug: str, version: str) -> HttpResponse:
     """Ask the worker to prepare a full archive of an (older) version; the game page shows progress."""
     game = _visible_game(request, slug)
-    target = get_object_or_404(Version.objects.visible().filter(game=game), name=version)
-    back = reverse("store:game", kwargs={"slug": game.slug}) + f"#v-{target.name}"
+    platform = request.POST.get("platform") or default_platform()
+    target = get_object_or_404(Version.objects.visible().filter(game=game, platform=platform), name=version)
+    back = reverse("store:game", kwargs={"slug": game.slug}) + f"?platform={target.platform}#v-{target.name}"
     archive, _job = download_services.request_archive(version=target, user=request.user)
     if archive is not None:
         messages.success(request, f"Version {target.name} is ready to download.")

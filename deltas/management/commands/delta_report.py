@@ -3,6 +3,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from builds.models import Version
 from deltas.management.commands.push import write_report
 from deltas.models import DirectDelta
+from catalog.platforms import PLATFORMS, default_platform
 
 
 class Command(BaseCommand):
@@ -11,9 +12,12 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("slug")
         parser.add_argument("version")
+        parser.add_argument("--platform", choices=PLATFORMS, default=None, help="Whose build (default: MIST_DEFAULT_PLATFORM)")
 
     def handle(self, *args: object, **opts: object) -> None:
-        version = Version.objects.filter(game__slug=opts["slug"], name=opts["version"]).first()
+        version = Version.objects.filter(
+            game__slug=opts["slug"], name=opts["version"], platform=opts["platform"] or default_platform()
+        ).first()
         if version is None:
             raise CommandError(f"no version {opts['version']!r} of {opts['slug']!r}")
         if version.status != Version.Status.READY:

@@ -7,6 +7,7 @@ from django.db import DatabaseError
 
 from builds.models import Version
 from builds.services import BuildError, push_version
+from catalog.platforms import PLATFORMS
 from catalog.models import Game
 from deltas.models import DirectDelta
 
@@ -53,6 +54,10 @@ class Command(BaseCommand):
         parser.add_argument("slug")
         parser.add_argument("version")
         parser.add_argument("path", type=Path)
+        parser.add_argument(
+            "--platform", choices=PLATFORMS, default=None,
+            help="The platform this build is for (default: MIST_DEFAULT_PLATFORM); a version holds one build per platform",
+        )
         parser.add_argument("--notes", default="", help="Release notes")
         parser.add_argument("--unpublished", action="store_true", help="Keep it hidden from friends when ready")
         parser.add_argument(
@@ -71,7 +76,7 @@ class Command(BaseCommand):
         try:
             result = push_version(
                 game=game, name=opts["version"], source=source, notes=opts["notes"],
-                publish=not opts["unpublished"], progress=progress,
+                publish=not opts["unpublished"], progress=progress, platform=opts["platform"],  # type: ignore[arg-type]
             )
         except BuildError as exc:
             raise CommandError(str(exc)) from None
@@ -86,7 +91,7 @@ class Command(BaseCommand):
         v = result.version
         seconds = time.monotonic() - started
         self.stdout.write(
-            f"pushed {game.slug} {v.name}: {v.file_count} files, {v.total_size / 1e6:,.1f} MB "
+            f"pushed {game.slug} {v.name} ({v.platform}): {v.file_count} files, {v.total_size / 1e6:,.1f} MB "
             f"in {seconds:.1f}s ({v.total_size / 1e6 / max(seconds, 1e-6):.1f} MB/s)"
         )
         for job in result.queued:

@@ -2,6 +2,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from builds.models import Version
 from deltas.services import DeltaError, remove_version
+from catalog.platforms import PLATFORMS, default_platform
 
 
 class Command(BaseCommand):
@@ -10,10 +11,13 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("slug")
         parser.add_argument("version")
+        parser.add_argument("--platform", choices=PLATFORMS, default=None, help="Whose build (default: MIST_DEFAULT_PLATFORM)")
         parser.add_argument("--force", action="store_true", help="Allow removing the base or the only version")
 
     def handle(self, *args: object, **opts: object) -> None:
-        version = Version.objects.filter(game__slug=opts["slug"], name=opts["version"]).select_related("game").first()
+        version = Version.objects.filter(
+            game__slug=opts["slug"], name=opts["version"], platform=opts["platform"] or default_platform()
+        ).select_related("game").first()
         if version is None:
             raise CommandError(f"no version {opts['version']!r} of {opts['slug']!r}")
         try:

@@ -1,4 +1,4 @@
-"""Seed the embedded demo: an admin, a friend, and a demo game with three generated versions."""
+"""Seed the embedded demo: an admin, a friend, and a demo game with three generated Windows versions and a Linux build."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ DEMO_ACCOUNTS = {
     "admin": ("mist-demo-admin", True),
     "friend": ("mist-demo-friend", False),
 }
-VERSIONS = ["1.0.0", "1.1.0", "1.2.0"]
+VERSIONS = ["1.0.0", "1.1.0", "1.2.0"]  # Windows builds (MIST_DEFAULT_PLATFORM unless set otherwise)
+LINUX_VERSIONS = ["1.2.0"]  # the latest version also has a Linux build: the store shows both platforms
 
 
 class Command(BaseCommand):
@@ -45,12 +46,19 @@ class Command(BaseCommand):
             for step, name in enumerate(VERSIONS[1:], start=1):
                 previous = next_version(previous, Path(tmp) / name, seed=42, step=step)
                 builds[name] = previous
-            for name, src in builds.items():
-                if game.versions.filter(name=name).exists():
+            pushes = [(name, src, "windows") for name, src in builds.items()]
+            for name in LINUX_VERSIONS:
+                pushes.append((name, make_build(Path(tmp) / f"linux-{name}", seed=7, scale=2), "linux"))
+            for name, src, platform in pushes:
+                if game.versions.filter(name=name, platform=platform).exists():
                     continue
-                result = push_version(game=game, name=name, source=src, notes=f"Demo release {name}.")
+                result = push_version(
+                    game=game, name=name, source=src, notes=f"Demo release {name}.", platform=platform
+                )
                 queued = ", ".join(job.kind for job in result.queued)
-                self.stdout.write(f"pushed {game.slug} {name} ({result.version.total_size / 1e6:.1f} MB); queued: {queued}")
+                self.stdout.write(
+                    f"pushed {game.slug} {name} ({platform}, {result.version.total_size / 1e6:.1f} MB); queued: {queued}"
+                )
         url = opts["server_url"]
         self.stdout.write("")
         self.stdout.write(self.style.SUCCESS(f"Mist demo is ready at {url}/"))
