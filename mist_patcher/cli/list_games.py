@@ -31,10 +31,11 @@ def describe(entries: list[LibraryEntry]) -> str:
         return "No games."
     rows = [
         [e.slug, e.title, e.latest_version or "-",
-         format_bytes(e.latest_size) if e.latest_size else "-", e.installed_version or "-", STATE_LABELS[e.state]]
+         format_bytes(e.latest_size) if e.latest_size else "-", ",".join(e.platforms) or "-",
+         e.installed_version or "-", STATE_LABELS[e.state]]
         for e in entries
     ]
-    return table(["GAME", "TITLE", "LATEST", "SIZE", "INSTALLED", "STATE"], rows)
+    return table(["GAME", "TITLE", "LATEST", "SIZE", "PLATFORMS", "INSTALLED", "STATE"], rows)
 
 
 def run(app: App) -> int:

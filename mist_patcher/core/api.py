@@ -226,14 +226,17 @@ class ApiClient:
 
     # --- catalog --------------------------------------------------------------------------------
 
-    def games(self) -> list[dict[str, Any]]:
-        return list(self.get_json("games")["games"])
+    def games(self, *, platform: str | None = None) -> list[dict[str, Any]]:
+        """The games we may see; with a platform, each game's latest version is that platform's."""
+        return list(self.get_json("games", params=_platform_params(platform))["games"])
 
-    def game(self, slug: str) -> dict[str, Any]:
-        return dict(self.get_json(f"games/{quote(slug)}"))
+    def game(self, slug: str, *, platform: str | None = None) -> dict[str, Any]:
+        return dict(self.get_json(f"games/{quote(slug)}", params=_platform_params(platform)))
 
-    def manifest(self, slug: str, version: str) -> Manifest:
-        response = self.request("GET", f"games/{quote(slug)}/versions/{quote(version)}/manifest")
+    def manifest(self, slug: str, version: str, *, platform: str | None = None) -> Manifest:
+        response = self.request(
+            "GET", f"games/{quote(slug)}/versions/{quote(version)}/manifest", params=_platform_params(platform)
+        )
         try:
             manifest = Manifest.from_json(response.content)
         except MistCoreError as exc:
@@ -249,38 +252,49 @@ class ApiClient:
         from_version: str | None,
         to_version: str | None,
         local_manifest: Manifest | None = None,
+        platform: str | None = None,
     ) -> dict[str, Any]:
         body: dict[str, Any] = {"from_version": from_version, "to_version": to_version}
+        if platform:
+            body["platform"] = platform
         if local_manifest is not None:
             body["local_manifest"] = json.loads(local_manifest.to_json())
         return dict(self.post_json(f"games/{quote(slug)}/updates", body))
 
     def request_indirect(
-        self, slug: str, *, to_version: str, signatures: Path, paths: list[str]
+        self, slug: str, *, to_version: str, signatures: Path, paths: list[str], platform: str | None = None
     ) -> dict[str, Any]:
         """Upload a signature set; returns the 202 body (``job``, ``job_url``)."""
+        data = {"to_version": to_version, "paths": json.dumps(paths)}
+        if platform:
+            data["platform"] = platform
         with open(signatures, "rb") as f:
             response = self.request(
                 "POST",
                 f"games/{quote(slug)}/indirect",
                 ok=(200, 201, 202),
-                data={"to_version": to_version, "paths": json.dumps(paths)},
+                data=data,
                 files={"signatures": ("signatures.tar", f, "application/x-tar")},
                 timeout=max(self.timeout, 300),
             )
         return dict(response.json())
 
-    def archive(self, slug: str, version: str) -> dict[str, Any]:
+    def archive(self, slug: str, version: str, *, platform: str | None = None) -> dict[str, Any]:
         """Ask for a version's full archive; returns 200's ``{url,size,sha256}`` or 202's ``{job, job_url}``."""
-        response = self.request("POST", f"games/{quote(slug)}/versions/{quote(version)}/archive", ok=(200, 202))
+        response = self.request(
+            "POST", f"games/{quote(slug)}/versions/{quote(version)}/archive", ok=(200, 202),
+            params=_platform_params(platform),
+        )
         body = dict(response.json())
         body["_status"] = response.status_code
         return body
 
-    def archive_status(self, slug: str, version: str) -> dict[str, Any] | None:
+    def archive_status(self, slug: str, version: str, *, platform: str | None = None) -> dict[str, Any] | None:
         """``{url, size, sha256}`` if the full archive is built, else None; starts no work (dry runs)."""
         try:
-            return dict(self.get_json(f"games/{quote(slug)}/versions/{quote(version)}/archive"))
+            return dict(self.get_json(
+                f"games/{quote(slug)}/versions/{quote(version)}/archive", params=_platform_params(platform)
+            ))
         except ApiError as exc:
             if exc.status == 404 and "not built" in exc.detail:
                 return None
@@ -313,16 +327,24 @@ class ApiClient:
             delay = min(delay * 1.5, 5.0)
 
     def ensure_archive(
-        self, slug: str, version: str, *, control: Control = NEVER_CANCELLED, on_update: JobProgress | None = None
+        self, slug: str, version: str, *, control: Control = NEVER_CANCELLED, on_update: JobProgress | None = None,
+        platform: str | None = None,
     ) -> dict[str, Any]:
         """``{url, size, sha256}`` of a version's full archive, waiting for the worker to build it."""
-        body = self.archive(slug, version)
+        body = self.archive(slug, version, platform=platform)
         if body["_status"] == 200:
             return body
         return self.wait_job(body["job_url"], control=control, on_update=on_update)
 
-    def file_url(self, slug: str, version: str, path: str) -> str:
-        return f"/dl/file/{quote(slug)}/{quote(version)}/{quote(path)}"
+    def file_url(self, slug: str, version: str, path: str, *, platform: str | None = None) -> str:
+        if platform:
+            return f"/dl/file/{quote(slug)}/{quote(platform)}/{quote(version)}/{quote(path)}"
+        return f"/dl/file/{quote(slug)}/{quote(version)}/{quote(path)}"  # the server's default platform
+
+
+def _platform_params(platform: str | None) -> dict[str, str] | None:
+    """``?platform=`` when one is named; none for installs made before platforms (the server's default)."""
+    return {"platform": platform} if platform else None
 
 
 def _short(exc: BaseException) -> str:

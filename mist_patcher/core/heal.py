@@ -74,7 +74,7 @@ def fetch_whole(
     # Named by content under the state folder, so an interrupted fetch resumes on the next run.
     cache = ctx.state.downloads_dir / "files" / slug / record.sha256
     result = ctx.downloader.fetch(
-        ctx.api.file_url(slug, version, record.path),
+        ctx.api.file_url(slug, version, record.path, platform=ctx.state.platform_of(slug)),
         cache,
         expected_size=record.size,
         expected_sha256=record.sha256,
@@ -181,7 +181,9 @@ def _indirect(
     meter.finish()
     try:
         report.uploaded += sig_tar.stat().st_size
-        answer = ctx.api.request_indirect(slug, to_version=manifest.version, signatures=sig_tar, paths=paths)
+        answer = ctx.api.request_indirect(
+            slug, to_version=manifest.version, signatures=sig_tar, paths=paths, platform=ctx.state.platform_of(slug)
+        )
     finally:
         sig_tar.unlink(missing_ok=True)
     server = ProgressMeter(progress, phase="server", total=100, message="the server is computing deltas")

@@ -25,6 +25,15 @@ from mist_patcher.core.recovery import recover_install
 from mist_patcher.core.staging import ChangeSet, SwitchIn, remove_tree, rollback_folder
 from mist_patcher.core.state import InstallRecord, check_slug
 from mist_patcher.core.verify import verify_tree
+from mist_patcher.core.platform import default_platform
+from mistcore.platforms import PlatformError, validate_platform
+
+
+def validate_platform_or_config(platform: str) -> str:
+    try:
+        return validate_platform(platform)
+    except PlatformError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 @dataclass
@@ -43,11 +52,13 @@ class InstallResult:
     seconds: float = 0.0
     repaired: list[str] = field(default_factory=list)
     dry_run: bool = False
+    platform: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "slug": self.slug,
             "version": self.version,
+            "platform": self.platform,
             "path": self.path,
             "route": self.route,
             "reason": self.reason,
@@ -89,8 +100,13 @@ def install_game(
     progress: ProgressCallback = ignore_progress,
     control: Control = NEVER_CANCELLED,
     on_plan: Callable[[InstallResult], None] | None = None,
+    platform: str | None = None,
 ) -> InstallResult:
-    """Download, extract and verify a version into ``dest`` (default: <install root>/<slug>)."""
+    """Download, extract and verify a version into ``dest`` (default: <install root>/<slug>).
+
+    The build is this machine's platform unless `platform` names another (e.g. a Windows build
+    to run under Proton or Wine on Linux).
+    """
     started = time.monotonic()
     check_slug(slug)
     with ctx.state.lock(slug):
@@ -102,7 +118,15 @@ def install_game(
             raise PatcherError(
                 f"{slug} {record.version} is already installed in {record.path}; use update, verify or repair"
             )
-        game = ctx.api.game(slug)
+        if platform is None:
+            platform = (record.platform if record is not None and record.platform else None) or default_platform()
+        validate_platform_or_config(platform)
+        game = ctx.api.game(slug, platform=platform)
+        offered = game.get("platforms")
+        if offered is not None and platform not in offered:
+            others = ", ".join(offered) or "none yet"
+            hint = f"; install another with --platform {offered[0]}" if offered else ""
+            raise ConfigError(f"{slug} has no {platform} build (builds for: {others}){hint}")
         version = resolve_version(game, version if version is not None else (record.version if record else None))
         if dest is None:
             dest = Path(record.path) if record else ctx.settings.effective_install_root(ctx.home) / slug
@@ -110,10 +134,10 @@ def install_game(
         resuming = record is not None and Path(record.path) == dest and record.version == version
         if not resuming and not _folder_is_empty(dest):
             raise ConfigError(f"{dest} is not empty; choose another folder with --dir")
-        manifest = ctx.api.manifest(slug, version)
-        known = ctx.api.archive_status(slug, version) if dry_run else None
+        manifest = ctx.api.manifest(slug, version, platform=platform)
+        known = ctx.api.archive_status(slug, version, platform=platform) if dry_run else None
         result = InstallResult(
-            slug=slug, version=version, path=str(dest), dry_run=dry_run,
+            slug=slug, version=version, path=str(dest), dry_run=dry_run, platform=platform,
             reason="a fresh install downloads the full archive of the version",
             archive_size=known["size"] if known else None,
         )
@@ -124,7 +148,7 @@ def install_game(
                 on_plan(result)
             return result
 
-        archive = ctx.api.ensure_archive(slug, version, control=control)
+        archive = ctx.api.ensure_archive(slug, version, control=control, platform=platform)
         archive_file = ctx.state.download_path(f"{slug}-{version}.tar.zst")
         result.archive_size = int(archive["size"])
         result.download_bytes = result.archive_size
@@ -140,7 +164,7 @@ def install_game(
 
         if record is None or not resuming:
             record = InstallRecord(slug=slug, version=version, path=str(dest), server=ctx.server,
-                                   title=str(game.get("title", slug)), complete=False)
+                                   title=str(game.get("title", slug)), complete=False, platform=platform)
             ctx.state.save(record, manifest)
         download = ctx.downloader.fetch(
             archive["url"], archive_file, expected_size=result.archive_size, expected_sha256=archive["sha256"],

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from mist_patcher.core.context import PatcherContext
 from mist_patcher.core.state import InstallRecord
+from mist_patcher.core.platform import default_platform
 
 
 @dataclass
@@ -23,6 +24,8 @@ class LibraryEntry:
     install_path: str | None = None
     complete: bool = True
     on_server: bool = True
+    platforms: list[str] = field(default_factory=list)  # builds the server has (empty: old server, or offline)
+    installed_platform: str = ""
 
     @property
     def state(self) -> str:
@@ -52,6 +55,8 @@ class LibraryEntry:
             "install_path": self.install_path,
             "update_available": self.update_available,
             "header_image_url": self.header_image_url,
+            "platforms": self.platforms,
+            "installed_platform": self.installed_platform,
         }
 
 
@@ -74,19 +79,22 @@ def merge_library(games: list[dict[str, Any]] | None, installs: list[InstallReco
                 installed_version=record.version if record else None,
                 install_path=record.path if record else None,
                 complete=record.complete if record else True,
+                platforms=list(game.get("platforms") or []),
+                installed_platform=record.platform if record else "",
             )
         )
     for record in by_slug.values():
         entries.append(
             LibraryEntry(slug=record.slug, title=record.title or record.slug, installed_version=record.version,
-                         install_path=record.path, complete=record.complete, on_server=not server_known)
+                         install_path=record.path, complete=record.complete, on_server=not server_known,
+                         installed_platform=record.platform)
         )
     return sorted(entries, key=lambda e: e.title.lower())
 
 
 def load_library(ctx: PatcherContext) -> list[LibraryEntry]:
     """Ask the server for the visible games and merge the local installs in."""
-    return merge_library(ctx.api.games(), ctx.state.all())
+    return merge_library(ctx.api.games(platform=default_platform()), ctx.state.all())
 
 
 def local_library(ctx: PatcherContext) -> list[LibraryEntry]:

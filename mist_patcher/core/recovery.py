@@ -49,7 +49,7 @@ def recover_install(ctx: PatcherContext, record: InstallRecord) -> Recovery:
         if outcome == "rolled_forward":
             if pending is None or pending.version != found.target_version:
                 # The files are the target version but its manifest was lost: fetch it again.
-                pending = ctx.api.manifest(record.slug, found.target_version)
+                pending = ctx.api.manifest(record.slug, found.target_version, platform=record.platform or None)
             finish_switch(ctx, record, pending)
             detail = f"finished the switch to {found.target_version}"
         else:
@@ -62,7 +62,7 @@ def recover_install(ctx: PatcherContext, record: InstallRecord) -> Recovery:
         # last), only the record was not updated yet.
         target = pending if pending is not None and pending.version == record.switching_to else None
         if target is None:
-            target = ctx.api.manifest(record.slug, record.switching_to)
+            target = ctx.api.manifest(record.slug, record.switching_to, platform=record.platform or None)
         finish_switch(ctx, record, target)
         outcome = "rolled_forward"
         detail = f"recorded the finished switch to {target.version}"

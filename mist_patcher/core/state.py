@@ -50,6 +50,9 @@ class InstallRecord:
     complete: bool = True
     # The version whose files are being switched in right now (see staging.SwitchIn.commit).
     switching_to: str = ""
+    # Whose build is installed (mistcore.platforms); "" for installs made before platforms, which
+    # are the server's default platform (then no platform is sent, and the server's default applies).
+    platform: str = ""
 
     @property
     def folder(self) -> Path:
@@ -92,6 +95,11 @@ class StateStore:
             raise ConfigError(f"{path}: unreadable install record ({exc})") from None
         known = set(InstallRecord.__dataclass_fields__)
         return InstallRecord(**{k: v for k, v in raw.items() if k in known})
+
+    def platform_of(self, slug: str) -> str | None:
+        """The platform of the installed build, or None (not installed, or installed before platforms)."""
+        record = self.get(slug)
+        return record.platform or None if record is not None else None
 
     def require(self, slug: str) -> InstallRecord:
         record = self.get(slug)

@@ -106,7 +106,8 @@ def update_game(
         if not record.complete:
             raise PatcherError(f"{slug}: the install did not finish; run `mist-patcher install {slug}` again")
         installed = ctx.state.manifest(slug)
-        plan = ctx.api.update_plan(slug, from_version=record.version, to_version=version)
+        platform = record.platform or None  # installs from before platforms: the server's default
+        plan = ctx.api.update_plan(slug, from_version=record.version, to_version=version, platform=platform)
         result = UpdateResult(
             slug=slug,
             from_version=record.version,
@@ -135,7 +136,7 @@ def update_game(
         require_free(install.parent, result.disk_bytes)
         if not same_filesystem(install.parent, ctx.state.downloads_dir):
             require_free(ctx.state.downloads_dir, result.download_bytes)
-        target = ctx.api.manifest(slug, result.to_version)
+        target = ctx.api.manifest(slug, result.to_version, platform=platform)
         changes = ChangeSet.between(installed, target)
 
         def say(message: str) -> None:

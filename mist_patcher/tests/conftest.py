@@ -12,6 +12,16 @@ import pytest
 from mist_patcher.tests.fakeserver import FakeMist
 
 
+@pytest.fixture(autouse=True)
+def patcher_platform(monkeypatch: pytest.MonkeyPatch) -> str:
+    """Builds pushed without --platform are the server's default (windows): patchers here install those.
+
+    Tests of the platform choice itself set or clear MIST_PATCHER_PLATFORM (or pass --platform).
+    """
+    monkeypatch.setenv("MIST_PATCHER_PLATFORM", "windows")
+    return "windows"
+
+
 def write_game(root: Path, files: dict[str, bytes], *, executable: tuple[str, ...] = ()) -> Path:
     """Create a build folder from {path: bytes}."""
     for rel, data in files.items():

@@ -376,7 +376,7 @@ class _Handler(BaseHTTPRequestHandler):
             m = re.fullmatch(r"/dl/indirect/([^/]+)", path)
             if m:
                 return mist.jobs[m.group(1)]["_artifact"]
-            m = re.fullmatch(r"/dl/file/([^/]+)/([^/]+)/(.+)", path)
+            m = re.fullmatch(r"/dl/file/([^/]+)/(?:(?:windows|linux|macos)/)?([^/]+)/(.+)", path)  # one platform
             if m:
                 version = mist.version(m.group(1), m.group(2))
                 rec = version.manifest.by_path()[m.group(3)]

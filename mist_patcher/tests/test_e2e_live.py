@@ -39,6 +39,8 @@ class Patcher:
     def env(self, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("MIST_", "DJANGO", "DATABASE"))}
         env.update({"MIST_PATCHER_HOME": str(self.home), "PYTHONUNBUFFERED": "1"})
+        if os.environ.get("MIST_PATCHER_PLATFORM"):  # the builds here are the server's default platform's
+            env["MIST_PATCHER_PLATFORM"] = os.environ["MIST_PATCHER_PLATFORM"]
         env.update(extra)
         return env
 

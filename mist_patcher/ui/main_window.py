@@ -38,6 +38,7 @@ from mist_patcher.ui.downloads import DownloadsPanel
 from mist_patcher.ui.library import LibraryPage
 from mist_patcher.ui.settings_dialog import SettingsDialog
 from mist_patcher.ui.signin import SignInPage
+from mist_patcher.core.platform import default_platform
 
 OPERATIONS: dict[str, Callable[..., CoreJob]] = {
     "install": operations.install_job,
@@ -195,7 +196,7 @@ class MainWindow(QMainWindow):
 
     def refresh_library(self) -> None:
         def load() -> tuple[list[dict[str, Any]], list[LibraryEntry]]:
-            games = self.ctx.api.games()
+            games = self.ctx.api.games(platform=default_platform())
             return games, merge_library(games, self.ctx.state.all())
 
         self._run_quick(load, "library", self._library_ready, self._library_failed)
