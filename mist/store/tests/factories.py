@@ -35,14 +35,15 @@ def make_version(
     notes: str = "",
     days_ago: int = 0,
     seq: int | None = None,
+    platform: str = "windows",
 ) -> Version:
     """A version row (no files on disk); `update_size` adds a ready DirectDelta from `parent`."""
     if seq is None:
         seq = (parent.seq + 1) if parent else 1
     when = timezone.now() - timedelta(days=days_ago)
     version = Version.objects.create(
-        game=game, name=name, seq=seq, parent=parent, status=status, published=published, notes=notes,
-        total_size=total_size, file_count=42, content_hash=f"{game.slug}-{name}",
+        game=game, name=name, platform=platform, seq=seq, parent=parent, status=status, published=published, notes=notes,
+        total_size=total_size, file_count=42, content_hash=f"{game.slug}-{name}-{platform}",
         ready_at=when if status == Version.Status.READY else None,
         published_at=when if status == Version.Status.READY and published else None,
     )

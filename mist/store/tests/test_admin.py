@@ -208,9 +208,9 @@ def test_rebuild_archive_actions(admin_client: Client, django_capture_on_commit_
             follow=True,
         )
     html = response.content.decode().replace("\xa0", " ")
-    assert "Doom 1.0: the archive is already built and intact (1.0 GB)." in html
-    assert "Doom 1.1: archive build queued" in html
-    assert "Doom 1.2: not ready, no archive to build." in html
+    assert "1.0 (windows): the archive is already built and intact (1.0 GB)." in html
+    assert "1.1 (windows): archive build queued" in html
+    assert "1.2 (windows): not ready, no archive to build." in html
     assert list(Job.objects.filter(kind=Job.Kind.ARCHIVE).values_list("version_id", flat=True)) == [v2.pk]
     # the game-level action targets the latest ready version
     admin_client.post("/admin/catalog/game/", {"action": "rebuild_latest_archive", "_selected_action": [game.pk]})

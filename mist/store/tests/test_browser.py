@@ -126,7 +126,7 @@ def test_friend_browses_searches_opens_a_game_and_pairs_a_patcher(
         patcher = driver.find_element(By.LINK_TEXT, "Open in Mist patcher")
         assert patcher.get_attribute("href") == "mist://install/portal"
         download = driver.find_element(By.CSS_SELECTOR, '[data-testid="download-latest"]')
-        assert "/dl/archive/portal/1.2" in download.get_attribute("href")
+        assert "/dl/archive/portal/windows/1.2" in download.get_attribute("href")
         screenshot(driver, "game")
 
         # an older version on request: the page says it is being prepared
@@ -152,7 +152,7 @@ def test_friend_browses_searches_opens_a_game_and_pairs_a_patcher(
         assert plain.status_code == 206 and plain.content == TINY_ARCHIVE[:10]
         # and the browser itself saves the file when the button is clicked
         driver.find_element(By.CSS_SELECTOR, '[data-testid="download-latest"]').click()
-        target = saved / "tiny-jam-1.0.tar.zst"
+        target = saved / "tiny-jam-1.0-windows.tar.zst"
         deadline = time.monotonic() + 15
         while not (target.exists() and target.stat().st_size == len(TINY_ARCHIVE)) and time.monotonic() < deadline:
             time.sleep(0.2)

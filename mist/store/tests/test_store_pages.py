@@ -116,7 +116,7 @@ def test_game_page(catalog: dict[str, Any], friend: Any) -> None:
     assert "4.0 GB" in html and "first version" in html
     assert "Fixes the *cake*." in html and "<p>And more.</p>" in html
     # the latest archive downloads; older versions have one too here
-    assert re.search(r'href="/dl/archive/portal/1\.1(\?[^"]*)?"[^>]*download', html)
+    assert re.search(r'href="/dl/archive/portal/windows/1\.1(\?[^"]*)?"[^>]*download', html)
 
 
 def test_description_override_wins(catalog: dict[str, Any], friend: Any) -> None:
@@ -187,7 +187,7 @@ def test_request_an_older_version(friend: Any, django_capture_on_commit_callback
     # then the worker gets a job, and the page says it is being prepared
     job = Job.objects.get(key=f"archive:{v1.pk}")
     assert job.kind == Job.Kind.ARCHIVE and job.status == Job.Status.QUEUED and job.requested_by == friend
-    assert response.redirect_chain[-1][0] == "/games/doom/#v-1.0"
+    assert response.redirect_chain[-1][0] == "/games/doom/?platform=windows#v-1.0"
     html = response.content.decode()
     assert "Version 1.0 is being prepared." in html and "Being prepared" in html
     assert 'action="/games/doom/versions/1.0/archive"' not in html
@@ -206,3 +206,23 @@ def test_archive_row_without_its_file_is_not_offered(friend: Any, mist_roots: di
     html = _client(friend).get("/games/doom/").content.decode()
     assert "/dl/archive/doom/1.0" not in html
     assert 'action="/games/doom/versions/1.0/archive"' in html  # the friend can ask for it again
+
+
+def test_store_shows_the_platforms_of_a_game_and_lists_each_platforms_versions(friend: Any) -> None:
+    # given: 1.0 and 1.1 for Windows, only 1.1 for Linux (with its own size)
+    game = make_game("crossplay", "Crossplay")
+    w1 = make_version(game, "1.0", days_ago=5)
+    make_version(game, "1.1", parent=w1, days_ago=2, update_size=30 * MB)
+    make_version(game, "1.1", platform="linux", total_size=7 * GB, days_ago=1)
+    client = _client(friend)
+    # then: the library card names both platforms
+    library = client.get("/").content.decode()
+    assert re.search(r'data-testid="card-platforms">.*Windows.*Linux', library)
+    # the game page offers both, lists the default platform's versions, and switches with ?platform=
+    page = client.get(reverse("store:game", kwargs={"slug": "crossplay"})).content.decode().replace("\xa0", " ")
+    assert 'data-platform="windows"' in page and 'data-platform="linux"' in page
+    assert 'id="v-1.0"' in page and "12.0 GB" in page
+    linux = client.get(reverse("store:game", kwargs={"slug": "crossplay"}) + "?platform=linux").content.decode()
+    linux = linux.replace("\xa0", " ")
+    assert 'id="v-1.0"' not in linux and 'id="v-1.1"' in linux and "7.0 GB" in linux
+    assert 'name="platform" value="linux"' in linux
