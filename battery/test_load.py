@@ -64,7 +64,8 @@ class Patcher:
 
     def run(self, *args: str, stdin: str | None = None) -> dict[str, Any]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("MIST_", "DJANGO", "DATABASE"))}
-        env.update({"MIST_PATCHER_HOME": str(self.home), "PYTHONUNBUFFERED": "1"})
+        # The builds are pushed without a platform (the server's default, windows).
+        env.update({"MIST_PATCHER_HOME": str(self.home), "PYTHONUNBUFFERED": "1", "MIST_PATCHER_PLATFORM": "windows"})
         argv = [sys.executable, "-m", "mist_patcher.cli.main", "--server", self.server, "--json", "--quiet", *args]
         proc = subprocess.run(argv, input=stdin, capture_output=True, text=True, cwd=REPO, env=env,
                               timeout=COMMAND_TIMEOUT)

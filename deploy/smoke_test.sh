@@ -221,7 +221,8 @@ fi
 stage "patcher install + update"
 if [ $HAVE_PUSH = 1 ] && [ $HAVE_PATCHER = 1 ] && [ $HAVE_DOWNLOADS = 1 ]; then
   printf '%s\n' "$FRIEND_PASSWORD" | patcher login --username friend --password-stdin
-  patcher install smoke --version 1.0 --dir "$SCRATCH/install-1"
+  # The builds are pushed without --platform (the default, windows); this Linux box installs them by name.
+  patcher install smoke --version 1.0 --platform windows --dir "$SCRATCH/install-1"
   [ "$(tree_hashes "$SCRATCH/install-1")" = "$(tree_hashes "$SCRATCH/builds/1.0")" ] \
     || fail "the installed 1.0 differs from what was pushed"
   patcher update smoke
@@ -301,7 +302,7 @@ if [ $HAVE_PUSH = 1 ] && [ $HAVE_PATCHER = 1 ] && [ $HAVE_DOWNLOADS = 1 ]; then
   # A new friend machine: fresh patcher state, logging in against the restored accounts.
   export MIST_PATCHER_HOME="$SCRATCH/patcher-home-2"
   printf '%s\n' "$FRIEND_PASSWORD" | patcher login --username friend --password-stdin
-  patcher install smoke --dir "$SCRATCH/install-2"
+  patcher install smoke --platform windows --dir "$SCRATCH/install-2"
   [ "$(tree_hashes "$SCRATCH/install-2")" = "$(tree_hashes "$SCRATCH/install-1")" ] \
     || fail "after the restore, the game installs with different files"
   log "after the restore, smoke 1.1 installs with the same $(tree_hashes "$SCRATCH/install-2" | wc -l) file hashes"
