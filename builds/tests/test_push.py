@@ -304,3 +304,34 @@ def test_bundle_paths_keep_dotted_version_names_apart() -> None:
     a = storage.delta_bundle_path("g", "windows", "2.0", "2.1")
     b = storage.delta_bundle_path("g", "windows", "2.0", "2.5")
     assert a != b and a.name == "2.0__2.1.tar.zst" and a.parent == storage.delta_dir("g", "windows", "2.0", "2.1").parent
+
+
+def test_one_version_holds_one_build_per_platform(game: Game, tmp_path: Path, admin_api: Any) -> None:
+    # given: the Windows build of 1.0 (the default platform), then a Linux build of the same version
+    win = push_version(game=game, name="1.0", source=make_build(tmp_path / "w", seed=20)).version
+    out = io.StringIO()
+    call_command("push", "space-game", "1.0", str(make_build(tmp_path / "l", seed=21)), "--platform", "linux", stdout=out)
+    assert "space-game 1.0 (linux)" in out.getvalue()
+    lin = game.versions.get(name="1.0", platform="linux")
+    # then: two histories, each starting at seq 1 with its own tree, manifest and depot
+    assert (win.platform, win.seq, lin.seq, lin.parent_id) == ("windows", 1, 1, None)
+    assert tree_bytes(storage.depot_dir("space-game", "linux")) == tree_bytes(tmp_path / "l")
+    assert tree_bytes(storage.depot_dir("space-game", "windows")) == tree_bytes(tmp_path / "w")
+    assert storage.manifest_path("space-game", "linux", "1.0").is_file()
+    # a second Linux build of 1.0 is refused, an unknown platform too
+    with pytest.raises(BuildError, match="linux build of version '1.0' of space-game already exists"):
+        push_version(game=game, name="1.0", source=make_build(tmp_path / "l2", seed=22), platform="linux")
+    with pytest.raises(BuildError, match="must be one of windows, linux, macos"):
+        push_version(game=game, name="2.0", source=tmp_path / "w", platform="amiga")
+    # the upload API takes the platform (and refuses an unknown one with a 400)
+    body = {"game": "space-game", "version": "1.0", "filename": "b.tar", "total_size": 4, "platform": "macos"}
+    created = admin_api.post("/api/v1/builds/uploads", body, format="json")
+    assert created.status_code == 201 and created.json()["platform"] == "macos"
+    assert admin_api.post("/api/v1/builds/uploads", {**body, "platform": "amiga"}, format="json").status_code == 400
+    # the manifest API serves each platform's build
+    linux_manifest = admin_api.get("/api/v1/games/space-game/versions/1.0/manifest?platform=linux")
+    assert linux_manifest["X-Mist-Platform"] == "linux"
+    assert linux_manifest.content == storage.manifest_path("space-game", "linux", "1.0").read_bytes()
+    assert admin_api.get("/api/v1/games/space-game/versions/1.0/manifest?platform=amiga").status_code == 400
+    detail = admin_api.get("/api/v1/games/space-game?platform=linux").json()
+    assert detail["platform"] == "linux" and [v["platform"] for v in detail["versions"]] == ["linux"]
