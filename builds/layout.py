@@ -59,7 +59,8 @@ def old_layout_games(storage_root: Path) -> list[str]:
     if not games.is_dir():
         return []
     return sorted(
-        d.name for d in games.iterdir()
+        d.name
+        for d in games.iterdir()
         if d.is_dir() and any((d / name).exists() or (d / name).is_symlink() for name in OLD_GAME_ENTRIES)
     )
 
@@ -93,7 +94,9 @@ def downgrade_storage(*, storage_root: Path, platform: str) -> list[str]:
     for game in sorted(d for d in games.iterdir() if d.is_dir()):
         others = [p for p in PLATFORMS if p != platform and (game / p).exists()]
         if others:
-            raise LayoutError(f"{game.name} has {', '.join(others)} builds: the layout before platforms cannot hold them")
+            raise LayoutError(
+                f"{game.name} has {', '.join(others)} builds: the layout before platforms cannot hold them"
+            )
         for name in OLD_GAME_ENTRIES:
             src, dst = game / platform / name, game / name
             if not (src.exists() or src.is_symlink()) or dst.exists() or dst.is_symlink():

@@ -29,8 +29,8 @@ from django_q.models import Failure, OrmQ
 
 from builds import services as build_services
 from builds.admin import JobAdmin
-from builds.services import game_platforms, latest_version
 from builds.models import CacheEntry, Job, Version
+from builds.services import game_platforms, latest_version
 from catalog import services as catalog_services
 from catalog.models import Game, GameGrant
 from deltas import services as delta_services

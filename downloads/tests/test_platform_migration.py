@@ -15,7 +15,11 @@ from django.db.migrations.executor import MigrationExecutor
 from builds import layout, storage
 
 BEFORE = [("builds", "0002_recovery_schedule"), ("deltas", "0001_initial"), ("downloads", "0001_initial")]
-AFTER = [("builds", "0003_version_platform"), ("deltas", "0001_initial"), ("downloads", "0003_download_record_platform")]
+AFTER = [
+    ("builds", "0003_version_platform"),
+    ("deltas", "0001_initial"),
+    ("downloads", "0003_download_record_platform"),
+]
 
 
 def _migrate(targets: list[tuple[str, str]]) -> Any:
@@ -44,8 +48,11 @@ def _old_data(apps: Any, roots: dict[str, Path]) -> dict[str, bytes]:
     FullArchive.objects.create(version=v2, relpath="archives/oldgame/1.1.tar.zst", size=7, sha256="d" * 64)
     old = roots["storage"] / "games" / "oldgame"
     files = {
-        "trees/1.1/bin/game.exe": b"new exe", "manifests/1.0.json": b"{1.0}", "manifests/1.1.json": b"{1.1}",
-        "base/1.0.tar.zst": b"base archive", "deltas/1.0__1.1/delta_manifest.json": b"{delta}",
+        "trees/1.1/bin/game.exe": b"new exe",
+        "manifests/1.0.json": b"{1.0}",
+        "manifests/1.1.json": b"{1.1}",
+        "base/1.0.tar.zst": b"base archive",
+        "deltas/1.0__1.1/delta_manifest.json": b"{delta}",
         "deltas/1.0__1.1.tar.zst": b"bundl",
     }
     for rel, data in files.items():
@@ -76,7 +83,8 @@ def test_versions_deltas_and_archives_move_to_the_default_platform(mist_roots: d
         assert (storage.depot_dir("oldgame", "windows") / "bin/game.exe").read_bytes() == b"new exe"
         assert storage.delta_bundle_path("oldgame", "windows", "1.0", "1.1").read_bytes() == b"bundl"
         assert sorted(CacheEntry.objects.values_list("relpath", flat=True)) == [
-            "archives/oldgame/windows/1.1.tar.zst", "versions/oldgame/windows/1.0",
+            "archives/oldgame/windows/1.1.tar.zst",
+            "versions/oldgame/windows/1.0",
         ]
         assert FullArchive.objects.get().relpath == "archives/oldgame/windows/1.1.tar.zst"
         assert storage.archive_path("oldgame", "windows", "1.1").read_bytes() == b"archive"

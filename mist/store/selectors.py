@@ -12,9 +12,9 @@ from typing import Any
 from django.db.models import F, OuterRef, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 
+from builds.access import visible_platforms_by_game
 from builds.models import Job, Version
 from builds.storage import cache_root
-from builds.access import visible_platforms_by_game
 from catalog.models import Game
 from catalog.platforms import default_platform
 from deltas.models import DirectDelta

@@ -15,9 +15,9 @@ from django.views.decorators.http import require_GET, require_POST
 
 from builds.models import Version
 from catalog.models import Game
+from catalog.platforms import default_platform
 from catalog.services import IMAGE_CONTENT_TYPES, header_image_path
 from downloads import services as download_services
-from catalog.platforms import default_platform
 from mist.store.selectors import SORTS, game_page, library_games, platforms_by_game
 from mistcore.platforms import LABELS
 

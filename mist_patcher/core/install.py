@@ -20,12 +20,12 @@ from mist_patcher.core.control import NEVER_CANCELLED, Control
 from mist_patcher.core.disk import free_bytes, is_disk_full, require_free, same_filesystem
 from mist_patcher.core.errors import ConfigError, DiskFullError, IntegrityFailure, PatcherError
 from mist_patcher.core.heal import heal_into_stage
+from mist_patcher.core.platform import default_platform
 from mist_patcher.core.progress import ProgressCallback, ignore_progress
 from mist_patcher.core.recovery import recover_install
 from mist_patcher.core.staging import ChangeSet, SwitchIn, remove_tree, rollback_folder
 from mist_patcher.core.state import InstallRecord, check_slug
 from mist_patcher.core.verify import verify_tree
-from mist_patcher.core.platform import default_platform
 from mistcore.platforms import PlatformError, validate_platform
 
 

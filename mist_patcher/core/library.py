@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mist_patcher.core.context import PatcherContext
-from mist_patcher.core.state import InstallRecord
 from mist_patcher.core.platform import default_platform
+from mist_patcher.core.state import InstallRecord
 
 
 @dataclass

@@ -31,14 +31,18 @@ def per_platform(tmp_path: Path, worker: Any, admin_user: Any) -> dict[str, dict
     builds: dict[str, dict[str, Path]] = {}
     for platform, seed in (("windows", 11), ("linux", 12)):
         first = make_build(tmp_path / "src" / platform / "1.0", seed=seed)
-        builds[platform] = {"1.0": first, "1.1": next_version(first, tmp_path / "src" / platform / "1.1", seed=seed, step=1)}
+        builds[platform] = {
+            "1.0": first,
+            "1.1": next_version(first, tmp_path / "src" / platform / "1.1", seed=seed, step=1),
+        }
     for name in NAMES:
         for platform in ("windows", "linux"):
             push_version(game=game, name=name, source=builds[platform][name], user=admin_user, platform=platform)
     for version in Version.objects.filter(game=game):
         worker.wait_for(
             lambda pk=version.pk: Version.objects.get(pk=pk).status == Version.Status.READY,
-            timeout=180, what=f"{version} ready",
+            timeout=180,
+            what=f"{version} ready",
         )
     return builds
 
@@ -50,7 +54,10 @@ def _patcher(home: Path, live_server: Any) -> Patcher:
 
 
 def test_each_platform_installs_and_updates_its_own_build(
-    per_platform: dict[str, dict[str, Path]], tmp_path: Path, live_server: Any, friend: Any,
+    per_platform: dict[str, dict[str, Path]],
+    tmp_path: Path,
+    live_server: Any,
+    friend: Any,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     for platform in ("linux", "windows"):
@@ -75,8 +82,12 @@ def test_each_platform_installs_and_updates_its_own_build(
         ours = {v.name: v for v in Version.objects.filter(platform=platform).select_related("archive")}
         assert sorted(r.size for r in records) == sorted([ours["1.0"].archive.size, ours["1.1"].update_size])
 
+
 def test_a_missing_platform_build_is_a_clear_refusal_and_platform_overrides(
-    per_platform: dict[str, dict[str, Path]], tmp_path: Path, live_server: Any, friend: Any,
+    per_platform: dict[str, dict[str, Path]],
+    tmp_path: Path,
+    live_server: Any,
+    friend: Any,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # a macOS patcher: no macOS build, so the install says which platforms exist

@@ -20,6 +20,7 @@ from PySide6.QtWidgets import (
 
 from mist_patcher.core.library import LibraryEntry
 from mist_patcher.core.units import format_bytes
+from mistcore.platforms import LABELS
 
 CARD_WIDTH = 320
 IMAGE_HEIGHT = 150  # Steam header images are 460x215; this keeps their ratio
@@ -177,7 +178,13 @@ class GameCard(QFrame):
             "installed": f"Installed · version {entry.installed_version}",
             "removed_from_server": f"Installed {entry.installed_version} · no longer on the server",
         }[state]
+        if entry.platforms:  # which builds the server has, e.g. "Windows, Linux"
+            text += " · " + ", ".join(LABELS.get(p, p) for p in entry.platforms)
         self.status.setText(text)
+        self.status.setToolTip(
+            f"Installed build: {LABELS.get(entry.installed_platform, entry.installed_platform)}"
+            if entry.installed_platform else ""
+        )
         self.primary.setText({"not_installed": "Install", "incomplete": "Resume install",
                               "update_available": "Update"}.get(state, "Verify"))
         self.primary.setObjectName("UpdateButton" if state == "update_available" else "Primary")

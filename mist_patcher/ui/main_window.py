@@ -30,6 +30,7 @@ from mist_patcher.core.download import fetch_bytes_or_none
 from mist_patcher.core.errors import ConfigError
 from mist_patcher.core.library import LibraryEntry, merge_library
 from mist_patcher.core.links import MistLink, parse_mist_url
+from mist_patcher.core.platform import default_platform
 from mist_patcher.core.repair import RepairResult
 from mist_patcher.core.verify import VerifyReport
 from mist_patcher.jobs import operations
@@ -38,7 +39,6 @@ from mist_patcher.ui.downloads import DownloadsPanel
 from mist_patcher.ui.library import LibraryPage
 from mist_patcher.ui.settings_dialog import SettingsDialog
 from mist_patcher.ui.signin import SignInPage
-from mist_patcher.core.platform import default_platform
 
 OPERATIONS: dict[str, Callable[..., CoreJob]] = {
     "install": operations.install_job,

@@ -1,9 +1,9 @@
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from builds.models import Version
+from catalog.platforms import PLATFORMS, default_platform
 from deltas.management.commands.push import write_report
 from deltas.models import DirectDelta
-from catalog.platforms import PLATFORMS, default_platform
 
 
 class Command(BaseCommand):

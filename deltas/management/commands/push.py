@@ -7,8 +7,8 @@ from django.db import DatabaseError
 
 from builds.models import Version
 from builds.services import BuildError, push_version
-from catalog.platforms import PLATFORMS
 from catalog.models import Game
+from catalog.platforms import PLATFORMS
 from deltas.models import DirectDelta
 
 

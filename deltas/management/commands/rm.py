@@ -1,8 +1,8 @@
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from builds.models import Version
-from deltas.services import DeltaError, remove_version
 from catalog.platforms import PLATFORMS, default_platform
+from deltas.services import DeltaError, remove_version
 
 
 class Command(BaseCommand):

@@ -33,7 +33,9 @@ class Command(BaseCommand):
             return
         try:
             report = layout.upgrade(
-                storage_root=storage.storage_root(), cache_root=storage.cache_root(), platform=platform,
+                storage_root=storage.storage_root(),
+                cache_root=storage.cache_root(),
+                platform=platform,
                 cache_entries=CacheEntry.objects.all(),
             )
             layout.relink_cache(cache_root=storage.cache_root(), entries=FullArchive.objects.all(), platform=platform)
