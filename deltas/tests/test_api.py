@@ -31,7 +31,7 @@ def test_plan_prefers_the_direct_chain_forward(three_versions: dict[str, Any], f
     assert plan["download_bytes"] == sum(s["size"] for s in plan["steps"]) == plan["alternatives"]["direct"]
     assert plan["steps"][0]["url"] == "/dl/direct/trio/windows/1__2"
     assert "cheapest" in plan["reason"]
-    assert plan["target_manifest_url"] == "/api/v1/games/trio/versions/3/manifest"
+    assert plan["target_manifest_url"] == "/api/v1/games/trio/versions/3/manifest?platform=windows"
 
 
 def test_plan_latest_by_default_and_none_when_current(three_versions: dict[str, Any], friend_api: Any) -> None:
