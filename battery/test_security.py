@@ -74,7 +74,7 @@ def _fill(route: str, device_id: str) -> str:
     values = {"slug": SLUG, "version": "1.0", "device_id": device_id, "name": "header.png", "pair": "1.0__1.0",
               "path": "config.ini", "job_id": "6f1c8a1e-0000-4000-8000-000000000000",
               "upload_id": "6f1c8a1e-0000-4000-8000-000000000000", "object_id": "1", "app_label": "builds",
-              "content_type_id": "1", "url": "x"}
+              "content_type_id": "1", "url": "x", "platform": "windows"}
     return "/" + _PARAM.sub(lambda m: values.get(m["name"], "1"), route)
 
 
