@@ -144,7 +144,7 @@ def fetch_appdetails(*, app_id: int) -> SteamDetails:
     _, body = _get(settings.STEAM_APPDETAILS_URL, params={"appids": app_id}, what=what, limit=MAX_APPDETAILS_BYTES)
     try:
         payload = json.loads(body)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise SteamError(f"{what}: the answer is not valid JSON") from exc
     entry = payload.get(str(app_id)) if isinstance(payload, dict) else None
     if not isinstance(entry, dict):

@@ -100,7 +100,7 @@ class IndirectRequestView(APIView):
                             status=status.HTTP_400_BAD_REQUEST)
         try:
             paths = json.loads(request.data.get("paths") or "[]")
-        except ValueError:
+        except (ValueError, RecursionError):
             return Response({"detail": "paths: must be a JSON list of file paths"}, status=status.HTTP_400_BAD_REQUEST)
         if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
             return Response({"detail": "paths: must be a JSON list of file paths"}, status=status.HTTP_400_BAD_REQUEST)
