@@ -88,7 +88,7 @@ def mutate_doc(data: st.DataObject, doc: Any, keys_hint: list[str]) -> Any:
                 key = data.draw(st.sampled_from(sorted(target)), label="key")
                 target[key] = data.draw(st.one_of(json_values, any_paths, sha256s, sizes, version_names))
         elif isinstance(target, list):
-            if target and data.draw(st.booleans()):
+            if target and data.draw(st.booleans()):  # type: ignore[arg-type]
                 target[data.draw(st.integers(0, len(target) - 1))] = data.draw(json_values)
             else:
                 target.append(data.draw(json_values))

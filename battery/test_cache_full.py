@@ -74,7 +74,7 @@ def test_a_full_cache_fails_jobs_cleanly_and_the_server_keeps_serving(small_cach
     try:
         versions = {name: push_version(game=game, name=name, source=s).version for name, s in src.items()}
         for version in versions.values():
-            worker.wait_for(lambda v=version: ready(v.pk), timeout=240, what=f"{version} ready")
+            worker.wait_for(lambda v=version: ready(v.pk), timeout=240, what=f"{version} ready")  # type: ignore[misc]
         worker.wait_for(jobs_settled, timeout=120, what="the latest archive job")
 
         # then: the latest archive (5+ MB) did not fit; its job says so, and nothing looks built

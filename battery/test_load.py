@@ -44,10 +44,10 @@ class ServerErrors(logging.Handler):
     def __init__(self) -> None:
         super().__init__(level=logging.ERROR)
         self.records: list[str] = []
-        self.lock = threading.Lock()
+        self.lock = threading.Lock()  # type: ignore[assignment]
 
     def emit(self, record: logging.LogRecord) -> None:
-        with self.lock:
+        with self.lock:  # type: ignore[union-attr]
             self.records.append(f"{getattr(record, 'status_code', '?')} {record.getMessage()}")
 
 

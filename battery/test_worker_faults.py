@@ -91,7 +91,7 @@ def test_worker_killed_mid_chain_replay_recovers(tmp_path: Path, friend: Any) ->
     try:
         versions = {name: push_version(game=game, name=name, source=src).version for name, src in builds.items()}
         for version in versions.values():
-            worker.wait_for(lambda v=version: ready(v.pk), timeout=240, what=f"{version} ready")
+            worker.wait_for(lambda v=version: ready(v.pk), timeout=240, what=f"{version} ready")  # type: ignore[misc]
         worker.wait_for(jobs_settled, timeout=180, what="the latest archive")
         # The cache lets the retired trees of 1.0 and 2.0 go: 2.0 now exists only as base + delta.
         download_services.enforce_cache_budget(budget=0)

@@ -771,7 +771,7 @@ def _item6_concurrent(ctx: Context, st: Stack, token: str, admin: str, *, client
         peak = [before]
         done = threading.Event()
 
-        def sample(pid: int | None = pid) -> None:
+        def sample(pid: int | None = pid, done: threading.Event = done, peak: list[int] = peak) -> None:
             while pid and not done.wait(0.2):
                 peak[0] = max(peak[0], _tree_rss(pid))
 
@@ -786,7 +786,7 @@ def _item6_concurrent(ctx: Context, st: Stack, token: str, admin: str, *, client
     base = results["nginx direct"][0]
     total = clients * int(arch["size"])
     for name in ("gunicorn + X-Accel nginx", "plain gunicorn"):
-        seconds, good, before, peak = results[name]
+        seconds, good, before, peak_rss = results[name]
         ctx.row(
             Row(
                 "6",
@@ -794,9 +794,9 @@ def _item6_concurrent(ctx: Context, st: Stack, token: str, admin: str, *, client
                 f"1 GB archive x {clients}",
                 base / seconds,
                 f"{clients}/{clients} sha256 ok, memory flat",
-                good == clients and peak - before < 64 << 20,
+                good == clients and peak_rss - before < 64 << 20,
                 f"{good}/{clients} sha256 ok; {rate(total, seconds)} aggregate vs nginx {rate(total, base)}; "
-                f"gunicorn RSS {mb(before)} before, peak {mb(peak)} (+{mb(max(0, peak - before))})",
+                f"gunicorn RSS {mb(before)} before, peak {mb(peak_rss)} (+{mb(max(0, peak_rss - before))})",
             )
         )
     shutil.rmtree(source, ignore_errors=True)

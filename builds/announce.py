@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 import requests
 from django.conf import settings
@@ -24,7 +25,7 @@ def _human(n: int) -> str:
     return f"{n} B"
 
 
-def discord_message(*, version: Version, patch_size: int | None) -> dict[str, object]:
+def discord_message(*, version: Version, patch_size: int | None) -> dict[str, Any]:
     """The webhook payload: game, version, size, patch size, release notes."""
     game = version.game
     fields = [

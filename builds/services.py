@@ -19,7 +19,7 @@ import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from django.db import transaction
 from django.db.models import Max
@@ -113,7 +113,7 @@ def _iter_tar_archive(path: Path) -> Iterator[Member]:
     else:  # .tar.gz / .tgz
         members = safetar.iter_tar_fileobj(gzip.open(path, "rb"), **limits)  # type: ignore[arg-type]
     for rel, _size, reader in members:
-        yield rel, reader, bool(reader.executable)
+        yield rel, cast(IO[bytes], reader), bool(reader.executable)  # MemberReader reads like a binary file
 
 
 def iter_build(source: Path) -> Iterator[Member]:

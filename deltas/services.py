@@ -168,7 +168,7 @@ def efficiency_report(*, manifest: mdelta.DeltaManifest) -> list[dict[str, Any]]
             {"path": op.path, "op": op.op, "engine": op.engine, "size": size, "patch_size": blob,
              "ratio": round(ratio, 4), "hint": hint}
         )
-    rows.sort(key=lambda r: -r["patch_size"])
+    rows.sort(key=lambda r: -int(r["patch_size"] or 0))
     return rows
 
 

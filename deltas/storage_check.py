@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO, cast
 
 from builds import services as builds_services
 from builds import storage
@@ -48,7 +49,7 @@ def _check_base_archive(version: Version, manifest: Manifest) -> Iterator[str]:
         for name, _size, reader in safetar.iter_tar_zst(
             path, max_members=len(expected) + 1, max_total_bytes=manifest.total_size
         ):
-            _n, sha = copy_stream(reader, None)
+            _n, sha = copy_stream(cast(IO[bytes], reader), None)
             seen.add(name)
             if name not in expected or expected[name].sha256 != sha:
                 yield f"base archive {path.name}: {name} does not match the manifest"

@@ -137,9 +137,9 @@ def _tar_member(name: str, type_: bytes = tarfile.REGTYPE, linkname: str = "") -
 @pytest.mark.parametrize(
     "make_source, message",
     [
-        (lambda d: (d / "a").mkdir() or os.symlink("/etc/passwd", d / "a" / "link"), "symbolic links"),
-        (lambda d: ((d / "f").write_text("x"), os.link(d / "f", d / "g")), "hard links"),
-        (lambda d: ((d / "f").write_text("x"), os.mkfifo(d / "pipe")), "device files"),
+        (lambda d: (d / "a").mkdir() or os.symlink("/etc/passwd", d / "a" / "link"), "symbolic links"),  # type: ignore[func-returns-value]
+        (lambda d: ((d / "f").write_text("x"), os.link(d / "f", d / "g")), "hard links"),  # type: ignore[func-returns-value]
+        (lambda d: ((d / "f").write_text("x"), os.mkfifo(d / "pipe")), "device files"),  # type: ignore[func-returns-value]
         (lambda d: ((d / "Readme.txt").write_text("a"), (d / "README.TXT").write_text("b")), "differ only by case"),
         (lambda d: (d / "empty-folder").mkdir(), "empty"),
         (lambda d: (d / "CON").write_text("x"), "reserved"),

@@ -50,7 +50,7 @@ class SteamFake:
     def base_url(self) -> str:
         assert self._server is not None, "start() the fake first"
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host}:{port}"  # type: ignore[str-bytes-safe]
 
     @property
     def appdetails_url(self) -> str:

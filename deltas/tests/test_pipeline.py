@@ -46,7 +46,7 @@ def test_push_worker_apply_replay_indirect(settings: Any, tmp_path: Path, builds
         game = Game.objects.create(slug="demo", title="Demo")
         for name, src in builds_dir.items():
             push_version(game=game, name=name, source=src, notes=f"notes {name}")
-            worker.wait_for(lambda n=name: _ready(n), timeout=120, what=f"{name} ready")
+            worker.wait_for(lambda n=name: _ready(n), timeout=120, what=f"{name} ready")  # type: ignore[misc]
 
         # the depot is v3, byte for byte
         assert tree_bytes(storage.depot_dir("demo", "windows")) == tree_bytes(builds_dir["1.2"])

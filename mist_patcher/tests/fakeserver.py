@@ -348,7 +348,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send_json(202, {"job": _public(job), "job_url": f"/api/v1/jobs/{job['id']}"})
         m = re.fullmatch(r"/api/v1/jobs/([^/]+)", path)
         if m:
-            job = mist.jobs.get(m.group(1))
+            job = mist.jobs.get(m.group(1))  # type: ignore[assignment]
             if job is None:
                 return self._send_json(404, {"detail": "Not found."})
             job["_polls"] += 1
@@ -359,7 +359,7 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 job.update(status="running", progress=0.5)
             return self._send_json(200, _public(job))
-        art = self._artifact(path)
+        art = self._artifact(path)  # type: ignore[assignment]
         if art is not None:
             return self._serve_file(art)
         return self._send_json(404, {"detail": "Not found."})
@@ -439,6 +439,6 @@ def _parse_multipart(content_type: str, body: bytes) -> dict[str, bytes]:
     fields: dict[str, bytes] = {}
     for part in message.iter_parts():
         name = part.get_param("name", header="content-disposition")
-        fields[str(name)] = part.get_payload(decode=True) or b""
+        fields[str(name)] = part.get_payload(decode=True) or b""  # type: ignore[assignment]
     return fields
 

@@ -61,8 +61,8 @@ def header_png(title: str, hue: float, seed: int) -> bytes:
     data = QByteArray()
     buffer = QBuffer(data)
     buffer.open(QIODevice.OpenModeFlag.WriteOnly)
-    image.save(buffer, "PNG")
-    return bytes(data)
+    image.save(buffer, "PNG")  # type: ignore[call-overload]
+    return bytes(data)  # type: ignore[call-overload]
 
 
 @pytest.fixture
@@ -220,7 +220,7 @@ def test_settings_dialog_changes_the_bandwidth_limit_of_running_downloads(qtbot,
     dialog.limit.setText("5M")
     dialog._accept()
     assert dialog.values() == (window.ctx.server, str(tmp_path / "lib"), 5 * 1024 * 1024)
-    window.apply_settings(*dialog.values())
+    window.apply_settings(*dialog.values())  # type: ignore[misc]
     assert window.ctx.limiter.rate == 5 * 1024 * 1024  # the shared token bucket, used by running jobs
     saved = Settings.load(window.ctx.home)
     assert (saved.limit_rate, saved.install_root) == (5 * 1024 * 1024, str(tmp_path / "lib"))

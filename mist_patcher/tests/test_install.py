@@ -108,7 +108,7 @@ def test_extract_a_local_archive_and_refuse_a_hostile_one(tmp_path: Path, builds
     manifest = scan_directory(builds["1.0"], version="1.0")
     archive = tmp_path / "1.0.tar.zst"
     pack_tar_zst(root=builds["1.0"], paths=None, dst=archive, level=3)
-    events = []
+    events = []  # type: ignore[var-annotated]
     # when
     names = extract_archive(src=archive, dest=tmp_path / "game", manifest=manifest, progress=events.append)
     # then

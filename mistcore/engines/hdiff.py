@@ -21,8 +21,8 @@ known, the declared sizes, then the result's size and SHA-256 before anything is
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import hdiffpatch

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import lzma
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from mistcore.engines import hdiff
 from mistcore.errors import PatchError
@@ -67,7 +67,7 @@ def dict_log(data_size: int) -> int:
 def looks_x86(data: bytes) -> bool:
     """Whether ``data`` starts like x86 or x86-64 machine code (ELF, PE or Mach-O), where BCJ may help."""
     if data[:4] == b"\x7fELF" and len(data) >= 20:
-        byteorder = "little" if data[5] == 1 else "big"
+        byteorder: Literal["little", "big"] = "little" if data[5] == 1 else "big"
         return int.from_bytes(data[18:20], byteorder) in (3, 62)  # EM_386, EM_X86_64
     if data[:2] == b"MZ" and len(data) >= 64:
         pe = int.from_bytes(data[60:64], "little")

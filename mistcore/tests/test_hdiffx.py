@@ -30,7 +30,6 @@ from mistcore.fsutil import clone_tree
 from mistcore.manifest import scan_directory
 from mistcore.tests.helpers import mutate, snapshot, structured_bytes, write_tree
 
-
 _ELF_X86_64 = b"\x7fELF\x02\x01" + bytes(12) + b"\x3e\x00"
 
 
@@ -114,7 +113,7 @@ def test_every_whitelisted_chain_decodes(work: Path, rng: random.Random) -> None
                 sizes[lzma2, x86, lc, lp, pb] = len(blob)
     # The builder's blob is the smaller of plain LZMA1 and, for x86 code, LZMA1 after BCJ.
     assert len(hdiffx.encode(raw, new_size=len(new))) == sizes[False, False, 1, 0, 0]
-    assert len(hdiffx.encode(raw, new_size=len(new), x86=True)) == min(sizes[False, x86, 1, 0, 0] for x86 in (0, 1))
+    assert len(hdiffx.encode(raw, new_size=len(new), x86=True)) == min(sizes[False, x86, 1, 0, 0] for x86 in (0, 1))  # type: ignore[index]
     with pytest.raises(PatchError, match="uncompressed HDIFF13"):
         hdiffx.encode(hdiff.compress_diff(raw, new_size=len(new)), new_size=len(new))
     with pytest.raises(PatchError, match="uncompressed HDIFF13"):

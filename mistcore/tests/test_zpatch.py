@@ -241,7 +241,7 @@ def _delta(work: Path, a: str, b: str, **kw: Any) -> DeltaManifest:
 
 def test_builder_picks_zstd_patch_when_smaller_and_it_round_trips(work: Path, rng: random.Random) -> None:
     # given three versions where a text file is edited twice and a library once
-    for name, files in zip(("v1", "v2", "v3"), _versions(rng)):
+    for name, files in zip(("v1", "v2", "v3"), _versions(rng), strict=True):
         write_tree(work / name, dict(files))
     # when the deltas are built
     d12, d23 = _delta(work, "v1", "v2"), _delta(work, "v2", "v3")

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import zstandard
 
+from mistcore import zstdio
 from mistcore.errors import ArchiveError, IntegrityError
 from mistcore.tests.helpers import structured_bytes
-from mistcore import zstdio
 from mistcore.zstdio import FrameTracker, compress_bytes, compress_file, decompress_file, decompress_stream
 
 

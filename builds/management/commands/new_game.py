@@ -1,3 +1,5 @@
+from typing import Any
+
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from catalog import services as catalog_services
@@ -13,7 +15,7 @@ class Command(BaseCommand):
         parser.add_argument("--app-id", type=int, default=None)
         parser.add_argument("--private", action="store_true", help="Only admins and granted friends see it")
 
-    def handle(self, *args: object, **opts: object) -> None:
+    def handle(self, *args: object, **opts: Any) -> None:
         if Game.objects.filter(slug=opts["slug"]).exists():
             raise CommandError(f"a game with slug {opts['slug']!r} already exists")
         try:

@@ -1,6 +1,7 @@
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DatabaseError
@@ -15,7 +16,7 @@ from deltas.models import DirectDelta
 class _Progress:
     """A progress bar on a terminal, a plain line every few seconds otherwise."""
 
-    def __init__(self, stream: object, total: int, tty: bool) -> None:
+    def __init__(self, stream: Any, total: int, tty: bool) -> None:
         self.stream, self.total, self.tty = stream, total, tty
         self.done = 0
         self.start = self.last = time.monotonic()
@@ -65,7 +66,7 @@ class Command(BaseCommand):
             help="Wait up to SECONDS for the worker, then print the patch-efficiency report",
         )
 
-    def handle(self, *args: object, **opts: object) -> None:
+    def handle(self, *args: object, **opts: Any) -> None:
         game = Game.objects.filter(slug=opts["slug"]).first()
         if game is None:
             raise CommandError(f"no game {opts['slug']!r}: create it with manage.py new_game")

@@ -1,3 +1,5 @@
+from typing import Any
+
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from builds.models import Version
@@ -14,7 +16,7 @@ class Command(BaseCommand):
         parser.add_argument("--platform", choices=PLATFORMS, default=None, help="Whose build (default: MIST_DEFAULT_PLATFORM)")
         parser.add_argument("--force", action="store_true", help="Allow removing the base or the only version")
 
-    def handle(self, *args: object, **opts: object) -> None:
+    def handle(self, *args: object, **opts: Any) -> None:
         version = Version.objects.filter(
             game__slug=opts["slug"], name=opts["version"], platform=opts["platform"] or default_platform()
         ).select_related("game").first()

@@ -1,5 +1,7 @@
 """``manage.py storage_layout [--apply]``: finish moving pre-platform files under MIST_DEFAULT_PLATFORM."""
 
+from typing import Any
+
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
@@ -17,7 +19,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--apply", action="store_true", help="Move them (default: only report)")
 
-    def handle(self, *args: object, **opts: object) -> None:
+    def handle(self, *args: object, **opts: Any) -> None:
         platform = settings.MIST_DEFAULT_PLATFORM
         games = layout.old_layout_games(storage.storage_root())
         old_cache = [e.relpath for e in CacheEntry.objects.all() if layout.new_cache_relpath(e.relpath, platform)]
