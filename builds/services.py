@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, cast
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
@@ -33,7 +34,7 @@ from builds.signals import version_pushed, version_ready
 from catalog.models import Game
 from catalog.platforms import PlatformError, platform_or_default
 from mistcore import safetar
-from mistcore.errors import MistCoreError
+from mistcore.errors import ArchiveError, MistCoreError
 from mistcore.fsutil import atomic_write, copy_stream, fsync_dir, sha256_bytes
 from mistcore.manifest import FileRecord, Manifest, PathSet, validate_relpath, validate_version_name
 from mistcore.platforms import PLATFORMS
@@ -42,7 +43,8 @@ logger = logging.getLogger("mist.builds")
 
 # A pushed archive is the admin's own file, but still bounded: a zip bomb must not fill the NAS.
 MAX_BUILD_MEMBERS = 1_000_000
-MAX_BUILD_BYTES = 4 * 1024**4
+# The ceiling on one build's expanded size lives in settings (MIST_MAX_BUILD_BYTES, 256 GiB by default);
+# a push is also measured against the storage disk's free space before its first byte is written.
 
 Progress = Callable[[int], None]
 
@@ -103,8 +105,8 @@ def _iter_zip(path: Path) -> Iterator[Member]:
                 yield info.filename, fh, bool(mode & stat.S_IXUSR)
 
 
-def _iter_tar_archive(path: Path) -> Iterator[Member]:
-    limits = {"max_members": MAX_BUILD_MEMBERS, "max_total_bytes": MAX_BUILD_BYTES}
+def _iter_tar_archive(path: Path, *, max_total_bytes: int | None = None) -> Iterator[Member]:
+    limits = {"max_members": MAX_BUILD_MEMBERS, "max_total_bytes": max_total_bytes or settings.MIST_MAX_BUILD_BYTES}
     name = path.name.lower()
     if name.endswith((".tar.zst", ".tzst")):
         members = safetar.iter_tar_zst(path, **limits)
@@ -128,10 +130,60 @@ def iter_build(source: Path) -> Iterator[Member]:
     raise BuildError(f"{source}: a build is a directory, a .zip or a .tar(.gz/.zst) file")
 
 
+def expanded_size(source: Path, *, limit: int) -> int:
+    """The bytes a build takes once copied, read from headers only (nothing is written); over `limit` stops early.
+
+    A zip is measured from its central directory; a tar (plain, gz, zst) by walking its headers, which
+    decompresses but never writes, and stops as soon as the running total passes `limit` (a bomb costs at
+    most `limit` bytes of decoding, not its claimed size).
+    """
+    if source.is_dir():
+        total = 0
+        for dirpath, _dirs, files in os.walk(source):
+            for f in files:
+                total += os.lstat(os.path.join(dirpath, f)).st_size
+        return total
+    name = source.name.lower()
+    try:
+        if name.endswith(".zip"):
+            with zipfile.ZipFile(source) as zf:
+                return sum(info.file_size for info in zf.infolist())
+        total = 0
+        for _rel, reader, _x in _iter_tar_archive(source, max_total_bytes=limit + 1):
+            total += cast(safetar.MemberReader, reader).size  # unread member bytes are skipped, never written
+        return total
+    except ArchiveError as exc:
+        if "over its limit" in str(exc):
+            return limit + 1
+        raise BuildError(f"cannot read the build: {exc}") from None
+    except (OSError, zipfile.BadZipFile, EOFError) as exc:
+        raise BuildError(f"cannot read the build: {exc}") from None
+
+
+def check_build_fits(*, source: Path, dest: Path) -> int:
+    """Refuse, before anything is written, a build over MIST_MAX_BUILD_BYTES or larger than the free disk."""
+    ceiling = settings.MIST_MAX_BUILD_BYTES
+    probe = dest
+    while not probe.exists():
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free - settings.MIST_MIN_FREE_BYTES
+    size = expanded_size(source, limit=min(ceiling, max(free, 0)))
+    if size > ceiling:
+        raise BuildError(f"{source.name}: the build expands to more than MIST_MAX_BUILD_BYTES ({ceiling} bytes); refused")
+    if size > free:
+        raise BuildError(
+            f"{source.name}: the build expands to more than the storage disk's free space "
+            f"({max(free, 0)} bytes after keeping MIST_MIN_FREE_BYTES={settings.MIST_MIN_FREE_BYTES}); "
+            "free some space or raise the disk, nothing was written"
+        )
+    return size
+
+
 def _stage_build(*, source: Path, tree: Path, version: str, progress: Progress | None) -> Manifest:
     """Copy a build into `tree`, hashing while copying; validate every path on the way."""
     seen = PathSet(error=BuildError)
     records = []
+    check_build_fits(source=source, dest=tree.parent)
     tree.mkdir(parents=True)
     try:
         for rel, reader, executable in iter_build(source):

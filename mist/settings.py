@@ -60,6 +60,9 @@ MIST_CACHE_BUDGET_BYTES = env.int("MIST_CACHE_BUDGET_BYTES", default=50 * 1024**
 MIST_DEFAULT_PLATFORM = env.str("MIST_DEFAULT_PLATFORM", default="windows")
 if MIST_DEFAULT_PLATFORM not in PLATFORMS:
     raise ImproperlyConfigured(f"MIST_DEFAULT_PLATFORM={MIST_DEFAULT_PLATFORM!r}: must be one of {', '.join(PLATFORMS)}")
+# The largest build a push accepts (expanded size), and the free space a push must leave on the storage disk.
+MIST_MAX_BUILD_BYTES = env.int("MIST_MAX_BUILD_BYTES", default=256 * 1024**3)
+MIST_MIN_FREE_BYTES = env.int("MIST_MIN_FREE_BYTES", default=1024**3)
 MIST_HDIFF_MAX_BYTES = env.int("MIST_HDIFF_MAX_BYTES", default=256 * 1024**2)
 MIST_ACCEL_REDIRECT = env.bool("MIST_ACCEL_REDIRECT", default=False)
 MIST_ACCEL_STORAGE_PREFIX = env.str("MIST_ACCEL_STORAGE_PREFIX", default="/_protected/storage/")

@@ -35,8 +35,24 @@ MAX_META_HEADER = 1 << 20
 _MEMBER_OVERHEAD = 4096
 
 
+# ustar name fields: name, linkname, prefix. tarfile reads each up to its first NUL and drops the rest, so
+# "game.exe\0.txt" would silently become "game.exe": a NUL followed by anything but padding is refused.
+_NAME_FIELDS = ((0, 100), (157, 257), (345, 500))
+
+
 class _GuardedTarInfo(tarfile.TarInfo):
-    """TarInfo that refuses huge pax/GNU long-name headers before tarfile reads them into memory."""
+    """TarInfo that refuses huge pax/GNU long-name headers before tarfile reads them into memory,
+    and names that carry a NUL byte (which tarfile would cut silently)."""
+
+    @classmethod
+    def frombuf(cls, buf: bytes | bytearray, encoding: str, errors: str) -> Any:
+        for start, end in _NAME_FIELDS:
+            field = buf[start:end]
+            cut = field.find(b"\0")
+            if cut != -1 and field[cut:].strip(b"\0"):
+                shown = field.rstrip(b"\0").decode("utf-8", "backslashreplace")
+                raise ArchiveError(f"tar member name {shown!r} contains a NUL byte: refused")
+        return super().frombuf(buf, encoding, errors)
 
     def _proc_member(self, tarfile_: tarfile.TarFile) -> Any:
         meta_types = (
@@ -48,7 +64,11 @@ class _GuardedTarInfo(tarfile.TarInfo):
         )
         if self.type in meta_types and self.size > MAX_META_HEADER:
             raise ArchiveError(f"tar metadata header of {self.size} bytes is larger than {MAX_META_HEADER}")
-        return super()._proc_member(tarfile_)  # type: ignore[misc]
+        member = super()._proc_member(tarfile_)  # type: ignore[misc]
+        # pax and GNU long names are read whole; a NUL inside them is refused here.
+        if "\0" in member.name or "\0" in member.linkname:
+            raise ArchiveError(f"tar member name {member.name!r} contains a NUL byte: refused")
+        return member
 
 
 class MemberReader:
