@@ -181,6 +181,8 @@ class UploadDetailView(APIView):
             )
         except uploads.RangeMismatch as exc:
             return Response({"detail": str(exc), "received": exc.received}, status=status.HTTP_409_CONFLICT)
+        except uploads.UploadBusy as exc:
+            return Response({"detail": str(exc), "status": exc.state}, status=status.HTTP_409_CONFLICT)
         except BuildError as exc:
             return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
         return Response(session.as_dict())
@@ -197,6 +199,8 @@ class UploadFinalizeView(APIView):
             result = uploads.finalize_upload(session=session, user=request.user)
         except PushBlocked as exc:
             return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        except uploads.UploadBusy as exc:
+            return Response({"detail": str(exc), "status": exc.state}, status=status.HTTP_409_CONFLICT)
         except BuildError as exc:
             return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
         return Response(

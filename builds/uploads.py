@@ -33,6 +33,14 @@ class RangeMismatch(BuildError):
         self.received = received
 
 
+class UploadBusy(BuildError):
+    """The session is not open for this call (another finalize holds it, or it is done/failed): HTTP 409."""
+
+    def __init__(self, message: str, state: str) -> None:
+        super().__init__(message)
+        self.state = state
+
+
 def upload_path(session: UploadSession) -> Path:
     return storage.storage_root() / "uploads" / f"{session.pk}.part"
 
@@ -85,7 +93,7 @@ def write_chunk(*, session: UploadSession, content_range: str, body: IO[bytes]) 
     with transaction.atomic():
         session = UploadSession.objects.select_for_update().get(pk=session.pk)
         if session.status != UploadSession.Status.OPEN:
-            raise BuildError(f"this upload is {session.status}")
+            raise UploadBusy(f"this upload is {session.status}: no more chunks", session.status)
         if first != session.received:
             raise RangeMismatch(f"expected a chunk starting at byte {session.received}", session.received)
         want = last - first + 1
@@ -110,12 +118,24 @@ def write_chunk(*, session: UploadSession, content_range: str, body: IO[bytes]) 
     return session
 
 
+def _claim_for_finalize(session: UploadSession) -> UploadSession:
+    """Move the session from open to finalizing under its row lock: one finalize runs, any other call gets 409."""
+    with transaction.atomic():
+        session = UploadSession.objects.select_for_update().select_related("game").get(pk=session.pk)
+        if session.status == UploadSession.Status.DONE:
+            raise UploadBusy("this upload was already pushed", session.status)
+        if session.status != UploadSession.Status.OPEN:
+            raise UploadBusy(f"this upload is {session.status}", session.status)
+        if session.received != session.total_size:
+            raise BuildError(f"upload incomplete: {session.received} of {session.total_size} bytes received")
+        session.status = UploadSession.Status.FINALIZING
+        session.save(update_fields=["status", "updated_at"])
+    return session
+
+
 def finalize_upload(*, session: UploadSession, user: Any) -> PushResult:
-    """Check the whole upload and push it as a new version."""
-    if session.status == UploadSession.Status.DONE and session.version_id:
-        raise BuildError("this upload was already pushed")
-    if session.received != session.total_size:
-        raise BuildError(f"upload incomplete: {session.received} of {session.total_size} bytes received")
+    """Check the whole upload and push it as a new version (one caller at a time: the others get UploadBusy)."""
+    session = _claim_for_finalize(session)
     path = upload_path(session)
     if session.sha256 and sha256_file(path) != session.sha256:
         UploadSession.objects.filter(pk=session.pk).update(status=UploadSession.Status.FAILED, error="sha256 mismatch")
@@ -130,8 +150,15 @@ def finalize_upload(*, session: UploadSession, user: Any) -> PushResult:
         )
     except PushBlocked:
         archive.rename(path)  # keep the upload: finalizing again after the backup works
+        UploadSession.objects.filter(pk=session.pk).update(status=UploadSession.Status.OPEN)
         raise
-    except BuildError as exc:
+    except BaseException as exc:
+        if not isinstance(exc, BuildError):
+            # An unexpected crash: give the upload back so the admin can finalize again, never stuck "finalizing".
+            if archive.exists():
+                archive.rename(path)
+            UploadSession.objects.filter(pk=session.pk).update(status=UploadSession.Status.OPEN)
+            raise
         UploadSession.objects.filter(pk=session.pk).update(status=UploadSession.Status.FAILED, error=str(exc))
         archive.unlink(missing_ok=True)
         raise
