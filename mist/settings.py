@@ -99,6 +99,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework_simplejwt.token_blacklist",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI served from our static files: no script from outside the server
     "django_q",
     "accounts",
     "catalog",
@@ -247,6 +248,11 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "The API the Mist patcher and admin tools speak. Versioned under /api/v1/.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # The schema maps every endpoint: strangers reach only login, health and static files (threat model).
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 # --- Worker (django-q2, ORM broker on the same database) ---------------------------------------
