@@ -60,8 +60,6 @@ def _runner(strategies: list[Any], *, token: str, base_url: str, session: reques
 
 def test_schemathesis_finds_no_server_error(live_server: Any, game_for_live_server: Game, admin_user: Any,
                                             friend: Any) -> None:
-    from accounts.authentication import token_pair_for
-
     raw = requests.get(f"{live_server.url}/api/schema/?format=json", timeout=30,
                        headers={"Authorization": f"Bearer {token_pair_for(admin_user)['access']}"})
     assert raw.status_code == 200, raw.text[:500]
