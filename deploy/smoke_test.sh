@@ -192,6 +192,11 @@ wait_http "$BASE/healthz" 200 60
 wait_http "$BASE/readyz" 200 60   # database, storage, cache and a worker heartbeat
 curl -sf -o /dev/null "$BASE/static/$(cd "$STATIC_ROOT" && find . -name '*.css' | head -1 | cut -c3-)" \
   || fail "nginx does not serve the collected static files"
+# One Content-Security-Policy on what nginx serves itself and on the app's pages (never two copies).
+for path in "/static/$(cd "$STATIC_ROOT" && find . -name '*.css' | head -1 | cut -c3-)" /accounts/login/; do
+  n=$(curl -s -D - -o /dev/null "$BASE$path" | grep -ci '^content-security-policy: default-src' || true)
+  [ "$n" = 1 ] || fail "GET $path: $n Content-Security-Policy headers through nginx, want exactly 1"
+done
 
 # --- 3. accounts, game, two versions ----------------------------------------------------------------------
 stage "accounts + push 2 versions"

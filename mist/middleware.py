@@ -22,3 +22,24 @@ class RejectNulMiddleware:
                 return JsonResponse({"detail": detail}, status=400)
             return HttpResponseBadRequest(detail)
         return self.get_response(request)
+
+
+class ContentSecurityPolicyMiddleware:
+    """Send `settings.MIST_CSP` as Content-Security-Policy on every response that has none.
+
+    Scripts only from our own origin (no inline script anywhere: the store's JS is a static file, the API docs
+    use the split Swagger view), no plugins, no framing, forms post only to us. Inline *styles* stay allowed:
+    the Django admin and Swagger UI set style attributes, and a style cannot run code.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        from django.conf import settings
+
+        response = self.get_response(request)
+        policy = settings.MIST_CSP
+        if policy and "Content-Security-Policy" not in response:
+            response["Content-Security-Policy"] = policy
+        return response

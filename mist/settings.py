@@ -60,6 +60,13 @@ MIST_CACHE_BUDGET_BYTES = env.int("MIST_CACHE_BUDGET_BYTES", default=50 * 1024**
 MIST_DEFAULT_PLATFORM = env.str("MIST_DEFAULT_PLATFORM", default="windows")
 if MIST_DEFAULT_PLATFORM not in PLATFORMS:
     raise ImproperlyConfigured(f"MIST_DEFAULT_PLATFORM={MIST_DEFAULT_PLATFORM!r}: must be one of {', '.join(PLATFORMS)}")
+# Content-Security-Policy of every page (deploy/nginx sends the same one on what it serves itself).
+MIST_CSP = env.str(
+    "MIST_CSP",
+    default="default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+    "font-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; "
+    "frame-ancestors 'none'",
+)
 # The largest build a push accepts (expanded size), and the free space a push must leave on the storage disk.
 MIST_MAX_BUILD_BYTES = env.int("MIST_MAX_BUILD_BYTES", default=256 * 1024**3)
 MIST_MIN_FREE_BYTES = env.int("MIST_MIN_FREE_BYTES", default=1024**3)
@@ -113,6 +120,7 @@ MIDDLEWARE = [
     "mist.observability.RequestIdMiddleware",
     "mist.middleware.RejectNulMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "mist.middleware.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",

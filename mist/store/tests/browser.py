@@ -33,6 +33,7 @@ def chromium(*, width: int = 1366, height: int = 900, downloads: Path | None = N
         f"--user-data-dir={profile}", f"--window-size={width},{height}",
     ):
         options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # console messages (CSP reports) readable
     if downloads is not None:
         options.add_experimental_option(
             "prefs", {"download.default_directory": str(downloads), "download.prompt_for_download": False}
