@@ -111,6 +111,7 @@ class AuditEntry(models.Model):
         LOGIN_FAILED = "login.failed"
         TOKEN_ISSUED = "token.issued"
         TOKEN_REVOKED = "token.revoked"
+        TOKEN_REUSED = "token.reused"
         PAIRING_CODE_ISSUED = "pairing.code_issued"
         DEVICE_PAIRED = "device.paired"
         DEVICE_RENAMED = "device.renamed"

@@ -25,7 +25,7 @@ from rest_framework_simplejwt.tokens import RefreshToken
 from accounts import audit
 from accounts.models import Device, LoginFailure, PairingCode, User
 from accounts.throttling import LoginThrottled, check_allowed, clear_failures, record_failure
-from accounts.tokens import DEVICE_CLAIM, token_pair_for
+from accounts.tokens import DEVICE_CLAIM, FAMILY_CLAIM, token_pair_for
 
 logger = logging.getLogger("mist.auth")
 
@@ -111,12 +111,64 @@ def issue_tokens_for_login(*, request: HttpRequest | None, username: str, passwo
 # --- Refresh and logout -----------------------------------------------------------------------
 
 
-def _parse_refresh(raw: str) -> RefreshToken:
+def _parse_refresh(raw: str, *, address: str = "") -> RefreshToken:
     try:
         # Verifies signature, expiry, type ("refresh", so an access token is refused) and blacklist.
         return RefreshToken(raw)  # type: ignore[arg-type]
     except TokenError as exc:
+        if "blacklisted" in str(exc):
+            _revoke_family_of_spent(raw, address=address)
         raise InvalidToken(f"Refresh token refused: {exc}.") from exc
+
+
+def _revoke_family_of_spent(raw: str, *, address: str) -> None:
+    """A genuine refresh token that was already spent came back: two parties hold the chain (a stolen token
+    was refreshed by one of them). End the whole family, so whichever holder is the attacker loses it too."""
+    try:
+        # Only a token we signed and that has not expired can revoke anything; a forgery changes nothing.
+        payload = token_backend.decode(raw, verify=True)
+    except Exception:  # noqa: BLE001
+        return
+    spent = BlacklistedToken.objects.filter(token__jti=payload.get(jwt_settings.JTI_CLAIM)).first()
+    grace = timedelta(seconds=settings.MIST_REFRESH_REUSE_GRACE_SECONDS)
+    if spent is not None and timezone.now() - spent.blacklisted_at < grace:
+        # Spent a moment ago: two processes of one patcher racing to refresh (the GUI and a CLI run). The
+        # reused token still yields nothing; the family lives on with whoever won.
+        logger.info("refresh token reused within the grace period: refused, family kept",
+                    extra={"address": address})
+        return
+    family = payload.get(FAMILY_CLAIM)
+    user = get_user_model().objects.filter(**{jwt_settings.USER_ID_FIELD: payload.get(jwt_settings.USER_ID_CLAIM)}).first()
+    if not family or user is None:
+        return
+    revoked = revoke_family(user=user, family=str(family))
+    device_id = _uuid_or_none(payload.get(DEVICE_CLAIM))
+    data: dict[str, Any] = {"address": address, "jti": payload.get(jwt_settings.JTI_CLAIM), "family": family,
+                            "refresh_tokens_revoked": revoked}
+    if device_id is not None:
+        device = Device.objects.filter(pk=device_id, user=user, revoked_at__isnull=True).first()
+        if device is not None:
+            revoke_device(device=device, actor=user)
+            data["device"] = str(device.pk)
+    if revoked or "device" in data:  # the first reuse ends the family; later replays of it change nothing
+        audit.record(action=audit.Action.TOKEN_REUSED, actor=None, target=user, data=data)
+    logger.warning("refresh token reuse: family revoked",
+                   extra={"user": user.get_username(), "address": address, "revoked": revoked})
+
+
+def revoke_family(*, user: Any, family: str) -> int:
+    """Blacklist every live refresh token of one family; returns how many."""
+    now = timezone.now()
+    revoked = 0
+    for outstanding in OutstandingToken.objects.filter(user=user, expires_at__gt=now, blacklistedtoken__isnull=True):
+        try:
+            payload = token_backend.decode(outstanding.token, verify=False)  # type: ignore[arg-type]
+        except Exception:  # noqa: BLE001
+            continue
+        if payload.get(FAMILY_CLAIM) == family:
+            _, created = BlacklistedToken.objects.get_or_create(token=outstanding)
+            revoked += created
+    return revoked
 
 
 def _user_of(token: RefreshToken) -> User:
@@ -152,19 +204,21 @@ def touch_device(*, device: Device, address: str, now: datetime | None = None) -
     device.last_seen_at, device.last_seen_address = now, address[:64]
 
 
-def _spend(token: RefreshToken) -> None:
-    """Blacklist a refresh token exactly once, even when two requests race with it."""
+def _spend(token: RefreshToken, *, address: str = "") -> None:
+    """Blacklist a refresh token exactly once, even when two requests race with it; the loser of a race is a
+    reuse like any other (its family is revoked)."""
     with transaction.atomic():
         token.outstand()
         outstanding = OutstandingToken.objects.select_for_update().get(jti=token[jwt_settings.JTI_CLAIM])
         _, created = BlacklistedToken.objects.get_or_create(token=outstanding)
     if not created:
+        _revoke_family_of_spent(str(token), address=address)
         raise InvalidToken("Refresh token refused: Token is blacklisted.")
 
 
 def refresh_tokens(*, refresh: str, address: str = "") -> dict[str, str]:
     """Rotate a refresh token: the old one is blacklisted, the scope re-derived from the current role."""
-    token = _parse_refresh(refresh)
+    token = _parse_refresh(refresh, address=address)
     user = _user_of(token)
     device = None
     if token.get(DEVICE_CLAIM) is not None:
@@ -172,17 +226,18 @@ def refresh_tokens(*, refresh: str, address: str = "") -> dict[str, str]:
             device = device_for_claim(user=user, claim=token[DEVICE_CLAIM])
         except DeviceRevoked as exc:
             raise InvalidToken(str(exc)) from exc
-    _spend(token)
+    _spend(token, address=address)
     if device is not None:
         touch_device(device=device, address=address)
-    return token_pair_for(user, device=device)
+    family = token.get(FAMILY_CLAIM) or token[jwt_settings.JTI_CLAIM]  # a pre-family token starts one
+    return token_pair_for(user, device=device, family=str(family))
 
 
 def logout(*, refresh: str, address: str = "") -> None:
     """Blacklist a refresh token; a device token also unpairs its device."""
-    token = _parse_refresh(refresh)
+    token = _parse_refresh(refresh, address=address)
     user = get_user_model().objects.filter(**{jwt_settings.USER_ID_FIELD: token.get(jwt_settings.USER_ID_CLAIM)}).first()
-    _spend(token)
+    _spend(token, address=address)
     data: dict[str, Any] = {"address": address, "jti": token[jwt_settings.JTI_CLAIM]}
     device_id = _uuid_or_none(token.get(DEVICE_CLAIM))
     if device_id is not None and user is not None:

@@ -60,6 +60,9 @@ MIST_CACHE_BUDGET_BYTES = env.int("MIST_CACHE_BUDGET_BYTES", default=50 * 1024**
 MIST_DEFAULT_PLATFORM = env.str("MIST_DEFAULT_PLATFORM", default="windows")
 if MIST_DEFAULT_PLATFORM not in PLATFORMS:
     raise ImproperlyConfigured(f"MIST_DEFAULT_PLATFORM={MIST_DEFAULT_PLATFORM!r}: must be one of {', '.join(PLATFORMS)}")
+# A spent refresh token presented again revokes its whole family (stolen-token defence), except within this
+# many seconds of being spent: that is two processes of one patcher racing, and the reuse only gets a 401.
+MIST_REFRESH_REUSE_GRACE_SECONDS = env.int("MIST_REFRESH_REUSE_GRACE_SECONDS", default=10)
 # Content-Security-Policy of every page (deploy/nginx sends the same one on what it serves itself).
 MIST_CSP = env.str(
     "MIST_CSP",
