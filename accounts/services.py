@@ -88,7 +88,7 @@ def login_with_password(
             now=now,
         )
         raise InvalidCredentials("Wrong username or password.")
-    clear_failures(username=username)
+    clear_failures(username=username, address=address)
     logger.info("login succeeded", extra={"username": user.get_username(), "address": address, "channel": channel})
     audit.record(
         action=audit.Action.LOGIN_SUCCEEDED, actor=user, target=user,
@@ -126,7 +126,7 @@ def _revoke_family_of_spent(raw: str, *, address: str) -> None:
     was refreshed by one of them). End the whole family, so whichever holder is the attacker loses it too."""
     try:
         # Only a token we signed and that has not expired can revoke anything; a forgery changes nothing.
-        payload = token_backend.decode(raw, verify=True)
+        payload = token_backend.decode(raw, verify=True)  # type: ignore[arg-type]
     except Exception:  # noqa: BLE001
         return
     spent = BlacklistedToken.objects.filter(token__jti=payload.get(jwt_settings.JTI_CLAIM)).first()

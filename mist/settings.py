@@ -85,9 +85,13 @@ MIST_JOB_STALE_SECONDS = env.int("MIST_JOB_STALE_SECONDS", default=90)
 MIST_PUBLIC_URL = env.str("MIST_PUBLIC_URL", default="")
 DISCORD_WEBHOOK_URL = env.str("DISCORD_WEBHOOK_URL", default="")
 # Brute-force protection (accounts.throttling)
-MIST_LOGIN_FAILURES_PER_USERNAME = env.int("MIST_LOGIN_FAILURES_PER_USERNAME", default=5)
+# Sign-in throttling (accounts/throttling.py has the rule): per (username, address) and per address within the
+# window; per username from all addresses within the longer username window, for addresses that failed.
+MIST_LOGIN_FAILURES_PER_USERNAME_ADDRESS = env.int("MIST_LOGIN_FAILURES_PER_USERNAME_ADDRESS", default=5)
 MIST_LOGIN_FAILURES_PER_ADDRESS = env.int("MIST_LOGIN_FAILURES_PER_ADDRESS", default=20)
 MIST_LOGIN_FAILURE_WINDOW_SECONDS = env.int("MIST_LOGIN_FAILURE_WINDOW_SECONDS", default=900)
+MIST_LOGIN_FAILURES_PER_USERNAME = env.int("MIST_LOGIN_FAILURES_PER_USERNAME", default=50)
+MIST_LOGIN_USERNAME_WINDOW_SECONDS = env.int("MIST_LOGIN_USERNAME_WINDOW_SECONDS", default=3600)
 # Reverse proxies in front of gunicorn that append to X-Forwarded-For (nginx: 1); 0 = use REMOTE_ADDR.
 MIST_TRUSTED_PROXIES = env.int("MIST_TRUSTED_PROXIES", default=0)
 MIST_PAIRING_CODE_MINUTES = env.int("MIST_PAIRING_CODE_MINUTES", default=10)

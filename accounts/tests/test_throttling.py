@@ -95,10 +95,10 @@ def test_retry_after_counts_down_from_the_oldest_failure_that_matters() -> None:
     for minutes_ago in (10, 8, 6, 4, 2):
         record_failure(kind="password", username="friend", address="127.0.0.1", now=now - timedelta(minutes=minutes_ago))
     with pytest.raises(LoginThrottled) as caught:
-        check_allowed(username="friend", address="127.0.0.2", now=now)
+        check_allowed(username="friend", address="127.0.0.1", now=now)
     # The failure of 10 minutes ago leaves the 15-minute window in 5 minutes.
     assert caught.value.retry_after == 300
-    check_allowed(username="friend", address="127.0.0.2", now=now + timedelta(minutes=5, seconds=1))
+    check_allowed(username="friend", address="127.0.0.1", now=now + timedelta(minutes=5, seconds=1))
 
 
 def test_a_successful_login_clears_the_usernames_failures(friend: Any) -> None:
@@ -111,7 +111,7 @@ def test_a_successful_login_clears_the_usernames_failures(friend: Any) -> None:
 
 
 def test_limits_are_configurable(settings: Any, friend: Any) -> None:
-    settings.MIST_LOGIN_FAILURES_PER_USERNAME = 2
+    settings.MIST_LOGIN_FAILURES_PER_USERNAME_ADDRESS = 2
     api_login("friend", "wrong")
     api_login("friend", "wrong")
     assert api_login("friend", password_of(friend)).status_code == 429
@@ -179,3 +179,47 @@ def test_the_admin_login_still_works_and_refuses_friends(admin_user: Any, friend
     refused = Client().post("/admin/login/", {"username": "friend", "password": password_of(friend)})
     assert refused.status_code == 200
     assert b"staff account" in refused.content
+
+
+# --- Issue 18 point 5: a stranger cannot lock the owner out ------------------------------------------------
+
+
+def test_a_stranger_cannot_lock_the_owner_out(admin_user: Any) -> None:
+    """Before: 5 wrong passwords from anywhere locked the admin for 15 minutes, from everywhere."""
+    for _ in range(5):
+        assert api_login("admin", "wrong", address="203.0.113.7").status_code == 401
+    assert api_login("admin", password_of(admin_user), address="203.0.113.7").status_code == 429  # the stranger's
+    assert api_login("admin", password_of(admin_user), address="198.51.100.2").status_code == 200  # the owner's
+    assert form_login("admin", password_of(admin_user), address="198.51.100.3").status_code == 302
+
+
+def test_the_global_username_limit_stops_guessing_from_many_addresses(friend: Any, settings: Any) -> None:
+    settings.MIST_LOGIN_FAILURES_PER_USERNAME = 12
+    for i in range(12):  # 4 addresses x 3 guesses: each under its own pair and address limits
+        assert api_login("friend", "wrong", address=f"203.0.113.{i // 3}").status_code == 401
+    # Every address that guessed is now locked for this username, even below its pair limit ...
+    for i in range(4):
+        response = api_login("friend", "wrong", address=f"203.0.113.{i}")
+        assert response.status_code == 429
+        assert 3590 <= int(response["Retry-After"]) <= 3600
+    # ... and one more guess from a fresh address is counted and locks that address too ...
+    assert api_login("friend", "wrong", address="203.0.113.50").status_code == 401
+    assert api_login("friend", password_of(friend), address="203.0.113.50").status_code == 429
+    # ... while the owner on an address that never failed signs in.
+    assert api_login("friend", password_of(friend), address="192.0.2.1").status_code == 200
+
+
+def test_the_owners_sign_in_does_not_reset_a_strangers_count(friend: Any) -> None:
+    for _ in range(4):
+        api_login("friend", "wrong", address="203.0.113.7")
+    assert api_login("friend", password_of(friend), address="192.0.2.1").status_code == 200
+    api_login("friend", "wrong", address="203.0.113.7")
+    assert api_login("friend", password_of(friend), address="203.0.113.7").status_code == 429
+
+
+def test_pairing_code_guesses_count_against_the_address_only(friend: Any) -> None:
+    for _ in range(20):
+        record_failure(kind="pairing", username="", address="203.0.113.8")
+    with pytest.raises(LoginThrottled):
+        check_allowed(username="friend", address="203.0.113.8")
+    check_allowed(username="friend", address="192.0.2.9")
