@@ -1,13 +1,15 @@
-"""A worker SIGKILLed mid-archive and mid-chain-replay: nothing half-made looks finished, and the job completes.
+"""A worker SIGKILLed mid-archive, mid-chain-replay and inside the delta engine: nothing half-made looks
+finished, and the job completes once, with the right bytes and no temporary file left.
 
-The mid-delta case is deltas/tests/test_worker_faults.py (counted in the battery's tally, not
-repeated here). Each test runs a real django-q2 cluster on the test database, catches it with its
+deltas/tests/test_worker_faults.py kills a delta job as soon as its staging folder exists; the
+engine case here waits until the windowed engine is part-way through writing the big file's patch. Each test runs a real django-q2 cluster on the test database, catches it with its
 temporary file or folder on disk (see battery.faults.freeze_when), SIGKILLs it, checks what the
 server shows, then starts a new cluster and checks the job finishes with the right bytes.
 """
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,7 @@ import pytest
 
 from battery.faults import freeze_when, jobs_settled, kill_frozen, orphan_jobs, ready, temp_entries
 from builds import storage
-from builds.models import CacheEntry, Job
+from builds.models import CacheEntry, Job, Version
 from builds.services import push_version
 from catalog.models import Game
 from conftest import bearer_client
@@ -24,6 +26,8 @@ from downloads import services as download_services
 from downloads.models import FullArchive
 from mist.testing.gamedata import make_build, next_version, tree_bytes
 from mist.testing.worker import WorkerCluster
+from deltas.models import DirectDelta
+from mistcore import delta as mdelta
 from mistcore.safetar import extract_tar_zst
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -116,6 +120,74 @@ def test_worker_killed_mid_chain_replay_recovers(tmp_path: Path, friend: Any) ->
     assert (job.status, job.attempts) == (Job.Status.DONE, 2), job.error
     assert tree_bytes(cached) == tree_bytes(builds["2.0"])  # the replay, verified file by file
     assert _archive_bytes(storage.archive_path("replay", "windows", "2.0"), tmp_path / "out") == tree_bytes(builds["2.0"])
+    assert orphan_jobs() == []
+
+
+def _partial_engine_output(parent: Path, name: str) -> tuple[Path, int] | None:
+    """The windowed engine's open output inside a delta job's staging folder: it exists only while
+    `windowed.diff_file` runs (created after both inputs are opened, renamed away when the last window is
+    written), and the diff of the big file's window takes seconds in C, so the kill lands inside the engine,
+    not before or after it. (Its header still sits in the write buffer: the file reads 0 bytes.)"""
+    for staging in temp_entries(parent, name):
+        for part in (staging / "patches").glob(".*.hdiffw.tmp-*"):
+            try:
+                return part, part.stat().st_size
+            except FileNotFoundError:
+                continue
+    return None
+
+
+def _dot_files(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob(".*"))
+
+
+@pytest.mark.fault("worker SIGKILL inside the delta engine")
+def test_worker_killed_inside_the_delta_engine_recovers(tmp_path: Path, settings: Any, friend: Any) -> None:
+    settings.MIST_HDIFF_MAX_BYTES = 1 << 20  # the 48 MB file goes through the windowed engine, window by window
+    v1 = make_build(tmp_path / "v1", seed=84, big_file_bytes=48_000_000)
+    v2 = next_version(v1, tmp_path / "v2", seed=84, step=1)
+    game = Game.objects.create(slug="engine", title="Engine")
+    final = storage.delta_dir("engine", "windows", "1.0", "1.1")
+    worker = WorkerCluster(tmp_path / "w1.log", **STALE).start()
+    try:
+        base = push_version(game=game, name="1.0", source=v1).version
+        worker.wait_for(lambda: ready(base.pk), timeout=240, what="1.0 ready")
+        worker.wait_for(jobs_settled, timeout=240, what="1.0's jobs")
+        push_version(game=game, name="1.1", source=v2)
+        found = freeze_when(worker, lambda: _partial_engine_output(final.parent, final.name), timeout=240,
+                            what="the windowed engine writing the big file's patch")
+        kill_frozen(worker)
+    finally:
+        worker.stop()
+    assert isinstance(found, tuple)
+    part, partial_size = found
+    job = Job.objects.get(kind=Job.Kind.DIRECT_DELTA)
+    assert (job.status, job.attempts) == (Job.Status.RUNNING, 1)
+    # The kill landed inside the engine: its output is still there, unfinished, under a temp name.
+    assert part.exists() and part.stat().st_size == partial_size
+    assert not list(part.parent.glob("*.hdiffw"))  # the big file's patch never got its final name
+    # Nothing looks finished: no delta folder, no bundle, no row, the version not ready.
+    assert not final.exists()
+    assert not storage.delta_bundle_path("engine", "windows", "1.0", "1.1").exists()
+    assert not DirectDelta.objects.filter(status=DirectDelta.Status.READY).exists()
+    assert Version.objects.get(name="1.1").status != Version.Status.READY
+
+    job = _restart_and_finish(tmp_path, job, "w2")
+    assert (job.status, job.attempts) == (Job.Status.DONE, 2), job.error
+    assert Job.objects.filter(kind=Job.Kind.DIRECT_DELTA).count() == 1  # finished once, not queued again
+    assert DirectDelta.objects.count() == 1
+    assert Version.objects.get(name="1.1").status == Version.Status.READY
+    # Byte-correct: the bundle turns 1.0 into 1.1 exactly.
+    install = tmp_path / "install"
+    shutil.copytree(v1, install)
+    unpacked = tmp_path / "bundle"
+    mdelta.unpack_bundle(src=storage.delta_bundle_path("engine", "windows", "1.0", "1.1"), dest=unpacked,
+                         max_total_bytes=10**9)
+    mdelta.apply_delta_dir(delta_dir=unpacked, install_root=install, work_dir=tmp_path / "work")
+    assert tree_bytes(install) == tree_bytes(v2)
+    # No temporary file of the dead attempt remains anywhere in storage or the cache.
+    assert not part.exists()
+    assert _dot_files(settings.MIST_STORAGE_ROOT) == [] and _dot_files(settings.MIST_CACHE_ROOT) == []
     assert orphan_jobs() == []
 
 
