@@ -22,11 +22,11 @@ from builds.models import CacheEntry, Job, Version
 from builds.services import push_version
 from catalog.models import Game
 from conftest import bearer_client
+from deltas.models import DirectDelta
 from downloads import services as download_services
 from downloads.models import FullArchive
 from mist.testing.gamedata import make_build, next_version, tree_bytes
 from mist.testing.worker import WorkerCluster
-from deltas.models import DirectDelta
 from mistcore import delta as mdelta
 from mistcore.safetar import extract_tar_zst
 
