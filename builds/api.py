@@ -14,7 +14,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.permissions import IsAdminScope
-from builds import uploads
+from builds import launch, uploads
 from builds.access import (
     latest_visible_version,
     visible_game,
@@ -128,6 +128,19 @@ class ManifestView(APIView):
         response["X-Mist-Content-Hash"] = v.content_hash
         response["X-Mist-Platform"] = v.platform
         return response
+
+
+class LaunchOptionsView(APIView):
+    """How to start this version's build: its usable launch options (the first is the default) and those
+    that do not fit this build (their executable or folder is not part of it), with the reason."""
+
+    @extend_schema(operation_id="games_launch_options", responses={200: OpenApiTypes.OBJECT})
+    def get(self, request: Request, slug: str, version: str) -> Response:
+        game = visible_game(request.user, slug)
+        v = visible_version(request.user, game, version, requested_platform(request))
+        usable, unusable = launch.options_for(version=v, manifest=cached_manifest(version=v))
+        return Response({"game": game.slug, "version": v.name, "platform": v.platform, "options": usable,
+                         "unusable": unusable})
 
 
 # --- Remote push (admin scope) --------------------------------------------------------------

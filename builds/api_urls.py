@@ -6,6 +6,7 @@ urlpatterns = [
     path("games", api.GameListView.as_view(), name="api-games"),
     path("games/<slug:slug>", api.GameDetailView.as_view(), name="api-game"),
     path("games/<slug:slug>/versions/<str:version>/manifest", api.ManifestView.as_view(), name="api-manifest"),
+    path("games/<slug:slug>/versions/<str:version>/launch", api.LaunchOptionsView.as_view(), name="api-launch"),
     path("builds/uploads", api.UploadListView.as_view(), name="api-uploads"),
     path("builds/uploads/<uuid:upload_id>", api.UploadDetailView.as_view(), name="api-upload"),
     path("builds/uploads/<uuid:upload_id>/finalize", api.UploadFinalizeView.as_view(), name="api-upload-finalize"),

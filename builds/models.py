@@ -225,3 +225,34 @@ class UploadSession(models.Model):
             "status": self.status,
             "error": self.error,
         }
+
+
+class LaunchOption(models.Model):
+    """How the patcher starts a game's build on one platform ("Play", "Dedicated server", "Settings").
+
+    Set in the admin or by a `mist-launch.json` at a pushed build's root (mistcore.launch has the format
+    and the rules). The first option by `position` is the default.
+    """
+
+    game = models.ForeignKey(Game, on_delete=models.CASCADE, related_name="launch_options")
+    platform = models.CharField(max_length=16, choices=Platform.choices, default=default_platform)
+    name = models.CharField(max_length=64, default="Play")
+    executable = models.CharField(max_length=1024, help_text="Path of the program inside the build, e.g. bin/game.exe")
+    arguments = models.JSONField(default=list, blank=True, help_text='A JSON list of strings, e.g. ["-windowed"]')
+    working_dir = models.CharField(max_length=1024, blank=True,
+                                   help_text="Folder inside the build to start in (empty: the executable's folder)")
+    env = models.JSONField(default=dict, blank=True, help_text='Extra environment variables, e.g. {"DXVK_HUD": "1"}')
+    position = models.PositiveSmallIntegerField(default=0, help_text="The lowest is the default option")
+
+    class Meta:
+        ordering = ["game", "platform", "position", "pk"]
+        constraints = [
+            models.UniqueConstraint(fields=["game", "platform", "name"], name="launchoption_unique_name"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.game_id} {self.platform}: {self.name}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "executable": self.executable, "arguments": list(self.arguments or []),
+                "working_dir": self.working_dir, "env": dict(self.env or {})}

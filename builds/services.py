@@ -28,6 +28,7 @@ from django.utils import timezone
 
 from builds import storage
 from builds.jobs import ensure_job
+from builds.launch import replace_options
 from builds.locks import BackupInProgress, push_lock
 from builds.models import FileEntry, Job, Version
 from builds.signals import version_pushed, version_ready
@@ -36,6 +37,8 @@ from catalog.platforms import PlatformError, platform_or_default
 from mistcore import safetar
 from mistcore.errors import ArchiveError, MistCoreError
 from mistcore.fsutil import atomic_write, copy_stream, fsync_dir, sha256_bytes
+from mistcore.launch import LAUNCH_FILE, LaunchConfigError, check_against, parse_launch_file
+from mistcore.launch import LaunchOption as LaunchOptionData
 from mistcore.manifest import FileRecord, Manifest, PathSet, validate_relpath, validate_version_name
 from mistcore.platforms import PLATFORMS
 
@@ -313,6 +316,7 @@ def _push_locked(
             raise BuildError(
                 f"this build is identical to version {same.name!r} of {game.slug} ({platform}): nothing to push"
             )
+        launch = _launch_file_options(staging, manifest)  # refused before anything is stored
         manifest_bytes = manifest.to_json()
         manifest_file = storage.manifest_path(game.slug, platform, name)
         manifest_file.parent.mkdir(parents=True, exist_ok=True)
@@ -347,6 +351,8 @@ def _push_locked(
                 ],
                 batch_size=2000,
             )
+            if launch is not None:
+                replace_options(game=locked, platform=platform, options=launch)
             queued = queue_processing(version=version, user=user)
         # After the commit: a crash between the commit and this rename is mended by sweep_staging.
         point_depot(game=locked, version=version)
@@ -361,6 +367,19 @@ def _push_locked(
         extra={"game": game.slug, "version": name, "platform": platform, "files": version.file_count, "bytes": version.total_size},
     )
     return PushResult(version=version, queued=queued)
+
+
+def _launch_file_options(tree: Path, manifest: Manifest) -> list[LaunchOptionData] | None:
+    """The options of the build's `mist-launch.json`, checked against its files; None if it has none."""
+    if LAUNCH_FILE not in manifest.by_path():
+        return None
+    try:
+        options = parse_launch_file((tree / LAUNCH_FILE).read_bytes())
+        for option in options:
+            check_against(option, manifest)
+    except LaunchConfigError as exc:
+        raise BuildError(f"{exc} (fix {LAUNCH_FILE} at the build's root, or remove it)") from None
+    return options
 
 
 def queue_processing(*, version: Version, user: Any = None) -> list[Job]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from drf_spectacular.utils import OpenApiTypes, extend_schema
-from rest_framework import status
+from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -11,7 +11,9 @@ from rest_framework.views import APIView
 from builds.access import visible_game, visible_version
 from builds.api import requested_platform
 from builds.models import Job
-from downloads import services
+from catalog.models import Game
+from downloads import playtime, services
+from mistcore.platforms import PLATFORMS
 
 
 def _job_accepted(job: Job) -> Response:
@@ -54,3 +56,48 @@ class JobView(APIView):
     def get(self, request: Request, job_id: str) -> Response:
         job = services.visible_job(user=request.user, job_id=job_id)
         return Response(services.job_as_dict(job=job))
+
+
+class PlaySessionReport(serializers.Serializer):
+    id = serializers.UUIDField()
+    game = serializers.SlugField(max_length=64)
+    version = serializers.CharField(max_length=64, required=False, allow_blank=True, default="")
+    platform = serializers.ChoiceField(choices=list(PLATFORMS), required=False, allow_blank=True, default="")
+    option = serializers.CharField(max_length=64, required=False, allow_blank=True, default="")
+    started_at = serializers.DateTimeField()
+    ended_at = serializers.DateTimeField()
+    exit_code = serializers.IntegerField(required=False, allow_null=True, default=None,
+                                         min_value=-(2**31), max_value=2**31 - 1)
+
+
+class PlaySessionsView(APIView):
+    """The friend's playtime. POST one session the patcher recorded: 201 when new, 200 when it was already
+    reported (counted once), 404 for a game the friend may not see, 409 for an id reused with other data."""
+
+    @extend_schema(operation_id="playtime_list", responses={200: OpenApiTypes.OBJECT})
+    def get(self, request: Request) -> Response:
+        by_game = playtime.playtime_by_game(user=request.user)
+        games = {g.pk: g.slug for g in Game.objects.filter(pk__in=by_game)}
+        return Response({"games": {games[pk]: p.to_dict() for pk, p in by_game.items() if pk in games}})
+
+    @extend_schema(operation_id="playtime_report", request=PlaySessionReport,
+                   responses={200: OpenApiTypes.OBJECT, 201: OpenApiTypes.OBJECT, 404: OpenApiTypes.OBJECT,
+                              409: OpenApiTypes.OBJECT})
+    def post(self, request: Request) -> Response:
+        data = PlaySessionReport(data=request.data)
+        data.is_valid(raise_exception=True)
+        d = data.validated_data
+        try:
+            recorded = playtime.record_session(
+                user=request.user, session_id=d["id"], game_slug=d["game"], started_at=d["started_at"],
+                ended_at=d["ended_at"], version=d["version"], platform=d["platform"], option=d["option"],
+                exit_code=d["exit_code"],
+            )
+        except playtime.SessionRejected as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
+        except playtime.SessionConflict as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        total = playtime.playtime_by_game(user=request.user, games=[recorded.session.game])[recorded.session.game_id]
+        return Response({"id": str(recorded.session.pk), "created": recorded.created, "seconds": recorded.session.seconds,
+                         "game": d["game"], "playtime": total.to_dict()},
+                        status=status.HTTP_201_CREATED if recorded.created else status.HTTP_200_OK)

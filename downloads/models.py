@@ -44,3 +44,26 @@ class DownloadRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user} {self.artifact}"
+
+
+class PlaySession(models.Model):
+    """One time a friend played a game, as their patcher reported it (idempotent by the patcher's id)."""
+
+    id = models.UUIDField(primary_key=True, help_text="Chosen by the patcher: a report sent twice counts once")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="play_sessions")
+    game = models.ForeignKey("catalog.Game", on_delete=models.CASCADE, related_name="play_sessions")
+    version_name = models.CharField(max_length=64, blank=True)
+    platform = models.CharField(max_length=16, blank=True)
+    option = models.CharField(max_length=64, blank=True, help_text="The launch option used")
+    started_at = models.DateTimeField()
+    ended_at = models.DateTimeField()
+    seconds = models.PositiveIntegerField()
+    exit_code = models.IntegerField(null=True, blank=True, help_text="Empty when the patcher was killed during play")
+    reported_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-started_at"]
+        indexes = [models.Index(fields=["user", "game"], name="playsession_user_game")]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} played {self.game_id} for {self.seconds}s"

@@ -29,14 +29,18 @@ from django_q.models import Failure, OrmQ
 
 from builds import services as build_services
 from builds.admin import JobAdmin
-from builds.models import CacheEntry, Job, Version
+from builds.launch import validate_option
+from builds.manifest_cache import cached_manifest
+from builds.models import CacheEntry, Job, LaunchOption, Version
 from builds.services import game_platforms, latest_version
 from catalog import services as catalog_services
 from catalog.models import Game, GameGrant
 from deltas import services as delta_services
 from deltas.models import DirectDelta
 from downloads import services as download_services
+from downloads.playtime import format_duration, totals_per_game
 from mist.store.views import header_url
+from mistcore.launch import LaunchConfigError
 
 
 def _size(value: int | None) -> str:
@@ -127,6 +131,38 @@ class GrantAccessForm(forms.Form):
         self.fields["users"].queryset = get_user_model().objects.filter(is_active=True).order_by("username")
 
 
+class LaunchOptionForm(forms.ModelForm):
+    """Checked with mistcore.launch's rules, and against the latest build of that platform when there is one
+    (the patcher checks again against the build it has installed)."""
+
+    class Meta:
+        model = LaunchOption
+        fields = ("platform", "name", "executable", "arguments", "working_dir", "env", "position")
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        game = getattr(self.instance, "game", None) if self.instance.game_id else None
+        if self.errors or not data.get("executable"):
+            return data
+        latest = latest_version(game=game, platform=data["platform"]) if game is not None else None
+        manifest = cached_manifest(version=latest) if latest is not None else None
+        try:
+            validate_option({"name": data.get("name") or "Play", "executable": data["executable"],
+                             "arguments": data.get("arguments") or [], "working_dir": data.get("working_dir") or "",
+                             "env": data.get("env") or {}}, manifest=manifest)
+        except LaunchConfigError as exc:
+            raise forms.ValidationError(str(exc)) from None
+        return data
+
+
+class LaunchOptionInline(admin.TabularInline):
+    model = LaunchOption
+    form = LaunchOptionForm
+    extra = 0
+    verbose_name = "launch option"
+    verbose_name_plural = "launch options (what the patcher's Play button starts; a build's mist-launch.json sets them too)"
+
+
 @admin.register(Game)
 class GameAdmin(admin.ModelAdmin):
     list_display = ("title", "slug", "app_id", "is_private", "latest", "version_count", "steam_state", "updated_at")
@@ -143,7 +179,7 @@ class GameAdmin(admin.ModelAdmin):
         ("Fetched from Steam", {"fields": ("steam_name", "steam_description", "steam_header_url",
                                            "steam_fetched_at", "steam_error", "header_image_cached")}),
     )
-    inlines = [VersionInline, GameGrantInline]
+    inlines = [VersionInline, LaunchOptionInline, GameGrantInline]
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
     actions = ["resync_from_steam", "rebuild_latest_archive", "regenerate_latest_delta", "grant_access"]
 
@@ -391,6 +427,7 @@ def dashboard_context() -> dict[str, Any]:
             Version.objects.select_related("game", "pushed_by").order_by("-created_at")[:10]
         ),
         "since": since,
+        "playtime": [{**row, "label": format_duration(row["seconds"])} for row in totals_per_game()[:20]],
     }
 
 

@@ -17,6 +17,7 @@ from builds.models import Version
 from catalog.models import Game
 from catalog.platforms import default_platform
 from catalog.services import IMAGE_CONTENT_TYPES, header_image_path
+from downloads import playtime
 from downloads import services as download_services
 from mist.store.selectors import SORTS, game_page, library_games, platforms_by_game
 from mistcore.platforms import LABELS
@@ -55,8 +56,10 @@ def library(request: HttpRequest) -> HttpResponse:
         request.GET.get("page")
     )
     platforms = platforms_by_game(user=request.user, games=list(page))
+    played = playtime.playtime_by_game(user=request.user, games=list(page))
     for game in page:
         game.header_url = header_url(game)  # type: ignore[attr-defined]
+        game.playtime = played.get(game.pk)  # type: ignore[attr-defined]
         game.platform_labels = [LABELS[p] for p in platforms.get(game.pk, [])]  # type: ignore[attr-defined]
     return render(
         request,
@@ -89,6 +92,7 @@ def game_detail(request: HttpRequest, slug: str) -> HttpResponse:
             "platform_label": LABELS[data.platform],
             "platform_tabs": [(p, LABELS[p]) for p in data.platforms],
             "patcher_url": f"mist://install/{game.slug}",
+            "playtime": playtime.playtime_by_game(user=request.user, games=[game]).get(game.pk),
         },
     )
 

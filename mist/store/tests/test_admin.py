@@ -34,6 +34,7 @@ def _game_form(**overrides: Any) -> dict[str, Any]:
         "header_image_override": "",
         "versions-TOTAL_FORMS": "0", "versions-INITIAL_FORMS": "0",
         "grants-TOTAL_FORMS": "0", "grants-INITIAL_FORMS": "0",
+        "launch_options-TOTAL_FORMS": "0", "launch_options-INITIAL_FORMS": "0",
     }
     data.update(overrides)
     return data

@@ -71,7 +71,7 @@ def _server_ms(client: Client, url: str, *, runs: int = 9) -> tuple[float, float
 
 @pytest.mark.parametrize(
     ("url", "max_queries"),
-    [("/", 6), ("/?q=game+1", 6), ("/?sort=updated&page=5", 6), ("/games/game-123/", 6)],
+    [("/", 7), ("/?q=game+1", 7), ("/?sort=updated&page=5", 7), ("/games/game-123/", 7)],  # +1: playtime
 )
 def test_friend_pages_use_a_fixed_number_of_queries(
     big_catalog: list[Game], friend: Any, django_assert_max_num_queries: Any, url: str, max_queries: int,
