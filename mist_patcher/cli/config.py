@@ -20,6 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--set-server", metavar="URL", help="default server URL")
     parser.add_argument("--set-install-root", metavar="DIR", help="folder new games are installed under")
     parser.add_argument("--set-limit-rate", metavar="RATE", help="bandwidth limit, e.g. 5M (0 = none)")
+    parser.add_argument("--set-runner", metavar="COMMAND",
+                        help="how `play` runs Windows builds off Windows, e.g. umu-run or 'wine' (empty = find one)")
     parser.set_defaults(handler=run)
 
 
@@ -39,6 +41,12 @@ def run(app: App) -> int:
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         changed = True
+    if args.set_runner is not None:
+        if args.set_runner.strip():
+            settings.extra["runner"] = args.set_runner.strip()
+        else:
+            settings.extra.pop("runner", None)
+        changed = True
     if changed:
         settings.save(app.ctx.home)
     data = asdict(settings)
@@ -47,6 +55,7 @@ def run(app: App) -> int:
         f"server:       {settings.server_url or '(default; --server or MIST_SERVER override it)'}",
         f"install root: {data['install_root_effective']}",
         f"limit rate:   {format_rate(settings.limit_rate) if settings.limit_rate else 'none'}",
+        f"runner:       {settings.extra.get('runner') or '(umu-run or wine on PATH, for Windows builds)'}",
         f"state folder: {app.ctx.home}",
     ])
     app.output.result(data, human)

@@ -20,6 +20,8 @@ from mist_patcher.cli import (
     list_games,
     login,
     logout,
+    play,
+    playtime,
     register_url_handler,
     repair,
     rollback,
@@ -34,7 +36,8 @@ from mist_patcher.core.errors import Cancelled, PatcherError
 from mistcore.errors import MistCoreError
 
 COMMANDS: list[ModuleType] = [
-    login, logout, list_games, install, update, verify, repair, rollback, uninstall, status, config, gui,
+    login, logout, list_games, install, update, play, playtime, verify, repair, rollback, uninstall, status, config,
+    gui,
     register_url_handler,
 ]
 # Commands that only touch credentials or settings: no need to look at installs first.
