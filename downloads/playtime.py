@@ -10,6 +10,7 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.db.models import Count, Max, Sum
 from django.utils import timezone
+from django.utils.timesince import timesince
 
 from builds.access import visible_game
 from catalog.models import Game
@@ -78,6 +79,15 @@ class Playtime:
     @property
     def label(self) -> str:
         return format_duration(self.seconds)
+
+    @property
+    def last_played_label(self) -> str:
+        """'just now', '3 hours ago'."""
+        if self.last_played is None:
+            return "never"
+        if timezone.now() - self.last_played < timedelta(minutes=1):
+            return "just now"
+        return f"{timesince(self.last_played).split(',')[0]} ago"
 
     def to_dict(self) -> dict[str, Any]:
         return {"seconds": self.seconds, "sessions": self.sessions,

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from mist_patcher.core.context import PatcherContext
 from mist_patcher.core.install import install_game, uninstall_game
+from mist_patcher.core.play import play_game
 from mist_patcher.core.repair import repair_game, verify_game
 from mist_patcher.core.rollback import rollback_game
 from mist_patcher.core.update import update_game
@@ -56,3 +57,15 @@ def uninstall_job(ctx: PatcherContext, slug: str, *, title: str = "") -> CoreJob
         lambda progress, control, note: uninstall_game(ctx, slug=slug),
         kind="uninstall", slug=slug, title=title,
     )
+
+
+def play_job(ctx: PatcherContext, slug: str, *, title: str = "", update_first: bool = False) -> CoreJob:
+    """Start the game and wait for it to exit (the session is recorded and reported); with `update_first`,
+    install the waiting update, then play."""
+    def run(progress, control, note):  # type: ignore[no-untyped-def]
+        if update_first:
+            update_game(ctx, slug=slug, progress=progress, control=control, note=note)
+        note(f"Playing {title or slug}")
+        return play_game(ctx, slug=slug)
+
+    return CoreJob(run, kind="play", slug=slug, title=title)

@@ -121,6 +121,11 @@ class GameCard(QFrame):
         self.primary.setMinimumWidth(88)
         self.primary.clicked.connect(self._primary_clicked)
         buttons.addWidget(self.primary)
+        self.play_button = QPushButton("Play")
+        self.play_button.setObjectName("PlayButton")
+        self.play_button.setToolTip("Start the game (its playtime is recorded)")
+        self.play_button.clicked.connect(lambda: self.action.emit("play", self.entry.slug))
+        buttons.addWidget(self.play_button)
         self.verify_button = QPushButton("Verify")
         self.verify_button.setObjectName("Compact")
         self.verify_button.clicked.connect(lambda: self.action.emit("verify", self.entry.slug))
@@ -132,10 +137,12 @@ class GameCard(QFrame):
         buttons.addStretch(1)
         self.more = QToolButton()
         self.more.setText("•••")
-        self.more.setToolTip("More: roll back, uninstall")
+        self.more.setToolTip("More: verify, repair, roll back, uninstall")
         self.more.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
         menu = QMenu(self.more)
         self.menu_actions = {
+            "verify": menu.addAction("Verify files"),
+            "repair": menu.addAction("Repair"),
             "rollback": menu.addAction("Roll back last update"),
             "uninstall": menu.addAction("Uninstall"),
         }
@@ -191,8 +198,15 @@ class GameCard(QFrame):
         self.primary.style().unpolish(self.primary)
         self.primary.style().polish(self.primary)
         self.primary.setEnabled(not self.busy and (installed or bool(entry.latest_version)))
-        self.verify_button.setVisible(installed and state != "installed")
-        self.repair_button.setVisible(installed)
+        self.play_button.setVisible(installed)
+        self.play_button.setEnabled(not self.busy)
+        # Installed and current: Play is the main action. With an update waiting: Update and Play side by
+        # side, Verify and Repair move into the ••• menu (the card is narrow).
+        self.primary.setVisible(state != "installed")
+        self.verify_button.setVisible(state == "installed")
+        self.repair_button.setVisible(state == "installed")
+        for kind in ("verify", "repair"):
+            self.menu_actions[kind].setVisible(installed and state != "installed")
         self.more.setVisible(installed)
         for button in (self.verify_button, self.repair_button, self.more):
             button.setEnabled(not self.busy)

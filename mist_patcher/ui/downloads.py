@@ -26,6 +26,7 @@ KIND_LABELS = {
     "repair": "Repairing",
     "rollback": "Rolling back",
     "uninstall": "Uninstalling",
+    "play": "Playing",
 }
 
 

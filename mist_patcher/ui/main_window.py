@@ -18,6 +18,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QMainWindow,
+    QMessageBox,
     QPushButton,
     QSplitter,
     QStackedWidget,
@@ -31,7 +32,9 @@ from mist_patcher.core.errors import ConfigError
 from mist_patcher.core.library import LibraryEntry, merge_library
 from mist_patcher.core.links import MistLink, parse_mist_url
 from mist_patcher.core.platform import default_platform
+from mist_patcher.core.play import PlayResult
 from mist_patcher.core.repair import RepairResult
+from mist_patcher.core.units import format_duration
 from mist_patcher.core.verify import VerifyReport
 from mist_patcher.jobs import operations
 from mist_patcher.jobs.worker import CoreJob, call
@@ -47,6 +50,7 @@ OPERATIONS: dict[str, Callable[..., CoreJob]] = {
     "repair": operations.repair_job,
     "rollback": operations.rollback_job,
     "uninstall": operations.uninstall_job,
+    "play": operations.play_job,
 }
 
 
@@ -258,7 +262,13 @@ class MainWindow(QMainWindow):
             return None
         card = self.library.cards.get(slug)
         title = card.entry.title if card else slug
-        job = OPERATIONS[kind](self.ctx, slug, title=title)
+        if kind == "play" and card is not None and card.entry.state == "update_available":
+            choice = self.ask_update_before_play(card.entry)
+            if choice == "cancel":
+                return None
+            job = operations.play_job(self.ctx, slug, title=title, update_first=choice == "update")
+        else:
+            job = OPERATIONS[kind](self.ctx, slug, title=title)
         self.running[slug] = job
         self.jobs.append(job)
         self.downloads.add_job(job)
@@ -270,6 +280,21 @@ class MainWindow(QMainWindow):
         job.start()
         self.job_started.emit(job)
         return job
+
+    def ask_update_before_play(self, entry: LibraryEntry) -> str:
+        """An update is waiting: "update" (update, then play), "play" (play the installed version) or "cancel"."""
+        box = QMessageBox(self)
+        box.setObjectName("UpdateBeforePlay")
+        box.setWindowTitle("Update available")
+        box.setText(f"{entry.title} {entry.latest_version} is available (installed: {entry.installed_version}).")
+        box.setInformativeText("Update first, or play the installed version now?")
+        update = box.addButton("Update and play", QMessageBox.ButtonRole.AcceptRole)
+        play = box.addButton("Play now", QMessageBox.ButtonRole.ActionRole)
+        box.addButton(QMessageBox.StandardButton.Cancel)
+        box.setDefaultButton(update)
+        box.exec()
+        clicked = box.clickedButton()
+        return "update" if clicked is update else "play" if clicked is play else "cancel"
 
     def _operation_done(self, job: CoreJob, result: Any) -> None:
         row = self.downloads.row_for(job)
@@ -283,6 +308,8 @@ class MainWindow(QMainWindow):
         elif isinstance(result, RepairResult):
             row.detail.setText(f"Repaired {len(result.repaired) + len(result.modes_fixed)} file(s)"
                                if not result.before.healthy else "Nothing to repair")
+        elif isinstance(result, PlayResult):
+            row.detail.setText(f"Played {format_duration(result.seconds)} (exit code {result.exit_code})")
         elif hasattr(result, "up_to_date") and result.up_to_date:
             row.detail.setText("Already up to date")
 

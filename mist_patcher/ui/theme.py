@@ -44,6 +44,8 @@ QPushButton#Primary {{ background: {ACCENT}; border: none; color: white; font-we
 QPushButton#Primary:hover {{ background: {ACCENT_HOVER}; }}
 QPushButton#Primary:disabled {{ background: #24415f; color: #9fb3c8; }}
 QPushButton#UpdateButton {{ background: {WARNING}; border: none; color: #1a1200; font-weight: 800; }}
+QPushButton#PlayButton {{ background: {SUCCESS}; border: none; color: #04170b; font-weight: 800; }}
+QPushButton#PlayButton:disabled {{ background: #1f3a2a; color: #8fb59c; }}
 QPushButton#Danger {{ color: {DANGER}; }}
 QPushButton#Compact {{ padding: 6px 9px; }}
 QToolButton {{ background: {SURFACE_2}; border: 1px solid {BORDER}; border-radius: 5px; padding: 5px 8px; }}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,32 @@ DEMO_ACCOUNTS = {
 }
 VERSIONS = ["1.0.0", "1.1.0", "1.2.0"]  # Windows builds (MIST_DEFAULT_PLATFORM unless set otherwise)
 LINUX_VERSIONS = ["1.2.0"]  # the latest version also has a Linux build: the store shows both platforms
+
+
+# A tiny stand-in for the game's program, so `mist-patcher play starfall` (and the Play button) start
+# something real: it prints what it was given, waits a moment, and exits. Its mist-launch.json sets the
+# launch options at push, as a real build's would.
+LINUX_LAUNCHER = """#!/bin/sh
+echo "Starfall (demo) is running in $(pwd) with arguments: $*"
+echo "DEMO_QUALITY=$DEMO_QUALITY"
+sleep "${STARFALL_SECONDS:-5}"
+echo "Starfall (demo) quits."
+"""
+WINDOWS_LAUNCHER = "@echo off\r\necho Starfall (demo) is running with arguments: %*\r\ntimeout /t 5 >nul\r\n"
+
+
+def add_launcher(root: Path, platform: str) -> Path:
+    name = "starfall.sh" if platform == "linux" else "starfall.bat"
+    launcher = root / "bin" / name
+    launcher.write_text(LINUX_LAUNCHER if platform == "linux" else WINDOWS_LAUNCHER, newline="")
+    launcher.chmod(0o755)
+    options = [
+        {"name": "Play", "executable": f"bin/{name}", "arguments": ["--fullscreen"], "working_dir": "data",
+         "env": {"DEMO_QUALITY": "high"}},
+        {"name": "Safe mode", "executable": f"bin/{name}", "arguments": ["--safe-mode", "--windowed"]},
+    ]
+    (root / "mist-launch.json").write_text(json.dumps({"launch": options}, indent=2))
+    return root
 
 
 class Command(BaseCommand):
@@ -42,14 +69,15 @@ class Command(BaseCommand):
             )},
         )
         with tempfile.TemporaryDirectory(prefix="mist-demo-") as tmp:
-            previous = make_build(Path(tmp) / VERSIONS[0], seed=42, scale=4)
+            previous = add_launcher(make_build(Path(tmp) / VERSIONS[0], seed=42, scale=4), "windows")
             builds = {VERSIONS[0]: previous}
             for step, name in enumerate(VERSIONS[1:], start=1):
                 previous = next_version(previous, Path(tmp) / name, seed=42, step=step)
                 builds[name] = previous
             pushes = [(name, src, "windows") for name, src in builds.items()]
             for name in LINUX_VERSIONS:
-                pushes.append((name, make_build(Path(tmp) / f"linux-{name}", seed=7, scale=2), "linux"))
+                linux = add_launcher(make_build(Path(tmp) / f"linux-{name}", seed=7, scale=2), "linux")
+                pushes.append((name, linux, "linux"))
             for name, src, platform in pushes:
                 if game.versions.filter(name=name, platform=platform).exists():
                     continue
@@ -67,3 +95,4 @@ class Command(BaseCommand):
             role = "admin (also /admin/)" if staff else "friend"
             self.stdout.write(f"  {role:22} username: {username:8} password: {password}")
         self.stdout.write(f"  patcher: mist-patcher --server {url} login --username friend")
+        self.stdout.write("           mist-patcher install starfall && mist-patcher play starfall   (the Linux build)")
