@@ -73,7 +73,8 @@ def test_press_play_in_the_app_and_see_the_playtime_in_the_store(
         assert result.exit_code == 3 and result.platform == "linux" and result.seconds >= 1
         assert (out / "args.txt").read_text().splitlines() == ["--fullscreen", "two words"]
         assert PlaySession.objects.filter(pk=result.session_id, user=friend, version_name="1.0").exists()
-        assert "Played" in win.downloads.row_for(job).detail.text()
+        row = win.downloads.row_for(job)
+        assert row is not None and "Played" in row.detail.text()
 
         # An update is waiting: Play asks first; "Play now" plays the installed version.
         v2 = push_version(game=arcade, name="1.1", source=_game_build(tmp_path / "src-1.1", 15), platform="linux",
