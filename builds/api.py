@@ -14,7 +14,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.permissions import IsAdminScope
-from builds import launch, uploads
+from builds import launch, partial, uploads
 from builds.access import (
     latest_visible_version,
     visible_game,
@@ -27,6 +27,7 @@ from builds.access import (
 from builds.manifest_cache import cached_manifest
 from builds.models import Version
 from builds.services import BuildError, PushBlocked
+from catalog import services as catalog_services
 from catalog.models import Game
 from catalog.platforms import PLATFORMS, PlatformError, platform_or_default
 
@@ -154,6 +155,9 @@ class UploadCreate(serializers.Serializer):
     total_size = serializers.IntegerField(min_value=1)
     sha256 = serializers.RegexField(r"^[0-9a-f]{64}$", required=False, allow_blank=True)
     notes = serializers.CharField(required=False, allow_blank=True, default="")
+    manifest = serializers.JSONField(required=False, default=None,
+                                     help_text="The whole build's manifest: the upload then holds only the files "
+                                               "`builds/uploads/plan` listed as needed")
 
 
 def _admin_permission() -> list[Any]:
@@ -190,7 +194,7 @@ class UploadDetailView(APIView):
             session = uploads.write_chunk(
                 # DRF gives no stream for an empty body: an empty chunk is a short chunk, not a crash.
                 session=session, content_range=request.headers.get("Content-Range", ""),
-                body=request.stream or io.BytesIO(),
+                body=request.stream or io.BytesIO(), chunk_sha256=request.headers.get("X-Mist-Chunk-SHA256", ""),
             )
         except uploads.RangeMismatch as exc:
             return Response({"detail": str(exc), "received": exc.received}, status=status.HTTP_409_CONFLICT)
@@ -220,3 +224,80 @@ class UploadFinalizeView(APIView):
             {"version": _version_data(result.version), "queued": [f"{j.kind} {j.key}" for j in result.queued]},
             status=status.HTTP_202_ACCEPTED,
         )
+
+
+# --- The admin's remote CLI (`mist-patcher admin ...`, admin scope) ------------------------------------
+
+
+class PushPlanRequest(serializers.Serializer):
+    game = serializers.SlugField()
+    platform = serializers.ChoiceField(choices=list(PLATFORMS), required=False)
+    manifest = serializers.JSONField()
+
+
+class PushPlanView(APIView):
+    """Which files of a new build the server lacks: the client then uploads only those (a .tar.zst) with the
+    manifest (`POST builds/uploads` with `manifest`), and finalize takes the rest from `basis_version`."""
+
+    def get_permissions(self) -> list[Any]:
+        return _admin_permission()
+
+    @extend_schema(operation_id="builds_push_plan", request=PushPlanRequest, responses={200: OpenApiTypes.OBJECT})
+    def post(self, request: Request) -> Response:
+        data = PushPlanRequest(data=request.data)
+        data.is_valid(raise_exception=True)
+        game = Game.objects.filter(slug=data.validated_data["game"]).first()
+        if game is None:
+            return Response({"detail": f"no game {data.validated_data['game']!r}: create it first"},
+                            status=status.HTTP_404_NOT_FOUND)
+        try:
+            platform = platform_or_default(data.validated_data.get("platform"))
+            manifest = partial.parse_manifest(data.validated_data["manifest"])
+        except (BuildError, PlatformError) as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
+        return Response(partial.plan_push(game=game, platform=platform, manifest=manifest).to_dict())
+
+
+class GameCreate(serializers.Serializer):
+    slug = serializers.SlugField(max_length=64)
+    title = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
+    app_id = serializers.IntegerField(required=False, allow_null=True, default=None, min_value=1)
+    private = serializers.BooleanField(required=False, default=False)
+
+
+class AdminGameCreateView(APIView):
+    """Create a game (like `manage.py new_game`); with a Steam app id its details are fetched."""
+
+    def get_permissions(self) -> list[Any]:
+        return _admin_permission()
+
+    @extend_schema(operation_id="admin_games_create", request=GameCreate, responses={201: OpenApiTypes.OBJECT})
+    def post(self, request: Request) -> Response:
+        data = GameCreate(data=request.data)
+        data.is_valid(raise_exception=True)
+        d = data.validated_data
+        if Game.objects.filter(slug=d["slug"]).exists():
+            return Response({"detail": f"a game with slug {d['slug']!r} already exists"}, status=status.HTTP_409_CONFLICT)
+        try:
+            game = catalog_services.create_game(slug=d["slug"], title=d["title"], app_id=d["app_id"],
+                                                is_private=d["private"])
+        except catalog_services.CatalogError as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
+        return Response({"slug": game.slug, "title": game.title, "is_private": game.is_private,
+                         "app_id": game.app_id, "steam_error": game.steam_error}, status=status.HTTP_201_CREATED)
+
+
+class AdminResyncView(APIView):
+    """Fetch the game's Steam details again (like `manage.py resync_steam`)."""
+
+    def get_permissions(self) -> list[Any]:
+        return _admin_permission()
+
+    @extend_schema(operation_id="admin_games_resync", request=None, responses={200: OpenApiTypes.OBJECT})
+    def post(self, request: Request, slug: str) -> Response:
+        game = Game.objects.filter(slug=slug).first()
+        if game is None:
+            return Response({"detail": "Not found."}, status=status.HTTP_404_NOT_FOUND)
+        result = catalog_services.resync_steam(game=game)
+        return Response({"slug": slug, "ok": result.ok, "message": result.message},
+                        status=status.HTTP_200_OK if result.ok else status.HTTP_502_BAD_GATEWAY)

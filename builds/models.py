@@ -204,6 +204,10 @@ class UploadSession(models.Model):
     received = models.BigIntegerField(default=0)
     sha256 = models.CharField(max_length=64, blank=True, help_text="Expected sha256 of the whole upload")
     notes = models.TextField(blank=True)
+    # A push at patch size: the whole build's manifest (mistcore format); the upload then holds only the files
+    # the server lacks, and the rest is taken from `basis_version`'s tree at finalize.
+    manifest = models.TextField(blank=True)
+    basis_version = models.CharField(max_length=64, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.OPEN)
     error = models.TextField(blank=True)
     version = models.ForeignKey(Version, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
@@ -224,6 +228,8 @@ class UploadSession(models.Model):
             "received": self.received,
             "status": self.status,
             "error": self.error,
+            "partial": bool(self.manifest),
+            "basis_version": self.basis_version,
         }
 
 

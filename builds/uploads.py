@@ -7,14 +7,16 @@ streamed to disk, never held in memory.
 
 from __future__ import annotations
 
+import hashlib
 import re
+import shutil
 from pathlib import Path
 from typing import IO, Any
 
 from django.db import transaction
 from django.http import Http404
 
-from builds import storage
+from builds import partial, storage
 from builds.models import UploadSession
 from builds.services import BuildError, PushBlocked, PushResult, push_version
 from catalog.models import Game
@@ -47,9 +49,13 @@ def upload_path(session: UploadSession) -> Path:
 
 def start_upload(
     *, user: Any, game: str, version: str, filename: str, total_size: int, sha256: str = "", notes: str = "",
-    platform: str | None = None,
+    platform: str | None = None, manifest: Any = None,
 ) -> UploadSession:
-    """Open an upload session for a new version (of one platform, default MIST_DEFAULT_PLATFORM) of a game."""
+    """Open an upload session for a new version (of one platform, default MIST_DEFAULT_PLATFORM) of a game.
+
+    With `manifest` (the whole build's, see builds.partial) the upload is a .tar.zst of only the files
+    `plan_push` said the server lacks; finalize takes the others from the basis version's tree.
+    """
     found = Game.objects.filter(slug=game).first()
     if found is None:
         raise BuildError(f"no game {game!r}: create it first (manage.py new_game)")
@@ -65,9 +71,19 @@ def start_upload(
         raise BuildError(f"the {platform} build of version {version!r} of {game} already exists")
     if not filename.lower().endswith(ARCHIVE_SUFFIXES):
         raise BuildError(f"{filename}: upload a .zip or .tar(.gz/.zst) of the build")
+    manifest_text, basis = "", ""
+    if manifest is not None:
+        parsed = partial.parse_manifest(manifest)
+        if not filename.lower().endswith((".tar.zst", ".tzst")):
+            raise BuildError(f"{filename}: a push at patch size uploads a .tar.zst of the needed files")
+        if parsed.version != version:
+            raise BuildError(f"the manifest is for version {parsed.version!r}, not {version!r}")
+        plan = partial.plan_push(game=found, platform=platform, manifest=parsed)
+        manifest_text = parsed.to_json().decode()
+        basis = plan.basis.name if plan.basis else ""
     session = UploadSession.objects.create(
         game=found, version_name=version, platform=platform, filename=Path(filename).name, total_size=total_size,
-        sha256=sha256, notes=notes, created_by=user,
+        sha256=sha256, notes=notes, created_by=user, manifest=manifest_text, basis_version=basis,
     )
     path = upload_path(session)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -82,8 +98,9 @@ def get_upload(*, upload_id: Any) -> UploadSession:
     return session
 
 
-def write_chunk(*, session: UploadSession, content_range: str, body: IO[bytes]) -> UploadSession:
-    """Append one chunk at the right offset."""
+def write_chunk(*, session: UploadSession, content_range: str, body: IO[bytes], chunk_sha256: str = "") -> UploadSession:
+    """Append one chunk at the right offset; with `chunk_sha256` (the X-Mist-Chunk-SHA256 header) a chunk that
+    arrives with other bytes is refused and dropped, so the client sends it again."""
     match = _RANGE.match(content_range.strip())
     if not match:
         raise BuildError("Content-Range must be 'bytes <first>-<last>/<total>'")
@@ -102,17 +119,23 @@ def write_chunk(*, session: UploadSession, content_range: str, body: IO[bytes]) 
             out.seek(first)
             out.truncate()
             got = 0
+            digest = hashlib.sha256()
             while got < want:
                 chunk = body.read(min(1 << 20, want - got))
                 if not chunk:
                     break
                 out.write(chunk)
+                digest.update(chunk)
                 got += len(chunk)
         if got != want:
             # Keep what arrived whole? No: the chunk is the unit; the client resends it.
             with open(path, "r+b") as out:
                 out.truncate(first)
             raise BuildError(f"the chunk ended after {got} of {want} bytes; send it again")
+        if chunk_sha256 and digest.hexdigest() != chunk_sha256.strip().lower():
+            with open(path, "r+b") as out:
+                out.truncate(first)
+            raise BuildError(f"the chunk at byte {first} arrived corrupted (its sha256 differs); send it again")
         session.received = last + 1
         session.save(update_fields=["received", "updated_at"])
     return session
@@ -143,16 +166,23 @@ def finalize_upload(*, session: UploadSession, user: Any) -> PushResult:
     suffix = next(sfx for sfx in ARCHIVE_SUFFIXES if session.filename.lower().endswith(sfx))
     archive = path.with_name(f"{session.pk}{suffix}")  # never the client's name on our disk
     path.rename(archive)
+    tree: Path | None = None
     try:
+        if session.manifest:
+            tree = partial.assemble_tree(session=session, archive=archive)
         result = push_version(
-            game=session.game, name=session.version_name, source=archive, notes=session.notes, user=user,
+            game=session.game, name=session.version_name, source=tree or archive, notes=session.notes, user=user,
             platform=session.platform,
         )
     except PushBlocked:
+        if tree is not None:
+            shutil.rmtree(tree, ignore_errors=True)
         archive.rename(path)  # keep the upload: finalizing again after the backup works
         UploadSession.objects.filter(pk=session.pk).update(status=UploadSession.Status.OPEN)
         raise
     except BaseException as exc:
+        if tree is not None:
+            shutil.rmtree(tree, ignore_errors=True)
         if not isinstance(exc, BuildError):
             # An unexpected crash: give the upload back so the admin can finalize again, never stuck "finalizing".
             if archive.exists():
@@ -163,5 +193,7 @@ def finalize_upload(*, session: UploadSession, user: Any) -> PushResult:
         archive.unlink(missing_ok=True)
         raise
     archive.unlink(missing_ok=True)
+    if tree is not None:
+        shutil.rmtree(tree, ignore_errors=True)
     UploadSession.objects.filter(pk=session.pk).update(status=UploadSession.Status.DONE, version=result.version)
     return result

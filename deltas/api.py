@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from drf_spectacular.utils import OpenApiTypes, extend_schema
 from rest_framework import serializers, status
@@ -11,9 +12,11 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.permissions import IsAdminScope
 from builds.access import latest_visible_version, visible_game, visible_version
 from builds.api import requested_platform
 from builds.jobs import job_payload
+from builds.models import Version
 from deltas import services
 from mistcore.errors import MistCoreError
 from mistcore.manifest import Manifest
@@ -112,3 +115,26 @@ class IndirectRequestView(APIView):
             code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE if "larger than" in str(exc) else status.HTTP_400_BAD_REQUEST
             return Response({"detail": str(exc)}, status=code)
         return Response({"job": job_payload(job), "job_url": f"/api/v1/jobs/{job.pk}"}, status=status.HTTP_202_ACCEPTED)
+
+
+class AdminVersionView(APIView):
+    """Remove a version (like `manage.py rm`): `DELETE admin/games/<slug>/versions/<version>?platform=P[&force=1]`.
+    Its child is re-linked to its parent and gets a new direct delta; the base or the only version needs force."""
+
+    def get_permissions(self) -> list[Any]:
+        return [IsAdminScope()]
+
+    @extend_schema(operation_id="admin_versions_remove", responses={200: OpenApiTypes.OBJECT})
+    def delete(self, request: Request, slug: str, version: str) -> Response:
+        platform = requested_platform(request)
+        found = Version.objects.filter(game__slug=slug, name=version, platform=platform).select_related("game").first()
+        if found is None:
+            return Response({"detail": f"no {platform} build of version {version!r} of {slug!r}"},
+                            status=status.HTTP_404_NOT_FOUND)
+        force = request.query_params.get("force", "") in ("1", "true", "yes")
+        try:
+            result = services.remove_version(version=found, force=force)
+        except services.DeltaError as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        return Response({"removed": result.removed, "platform": platform, "messages": result.messages,
+                         "queued": [f"{j.kind} {j.key}" for j in result.queued]})

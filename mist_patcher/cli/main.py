@@ -14,6 +14,7 @@ from types import FrameType, ModuleType
 
 from mist_patcher import __version__
 from mist_patcher.cli import (
+    admin,
     config,
     gui,
     install,
@@ -38,10 +39,10 @@ from mistcore.errors import MistCoreError
 COMMANDS: list[ModuleType] = [
     login, logout, list_games, install, update, play, playtime, verify, repair, rollback, uninstall, status, config,
     gui,
-    register_url_handler,
+    register_url_handler, admin,
 ]
 # Commands that only touch credentials or settings: no need to look at installs first.
-NO_RECOVERY = {"login", "logout", "config", "gui", "register-url-handler"}
+NO_RECOVERY = {"login", "logout", "config", "gui", "register-url-handler", "admin"}
 
 
 def _global_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup, *, default: object = None) -> None:
