@@ -18,7 +18,7 @@ from bench import items, report, tools
 from bench.proc import stop_all
 from bench.server import REPO
 
-ALL_ITEMS = (1, 2, 3, 4, 5, 6, 7, 8, 9)
+ALL_ITEMS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10)
 TITLES = {
     1: "direct-update bytes / full .tar.zst",
     2: "Mist patch bytes / best of xdelta3, bsdiff, zstd --patch-from (per file)",
@@ -29,6 +29,7 @@ TITLES = {
     7: "peak memory, 4 GiB changed file (worker delta, patcher apply)",
     8: "API p50/p99 with 50 clients (games list, update plan)",
     9: "push throughput / copytree, and its peak memory (2 GB build)",
+    10: "remote push (mist-patcher admin push): bytes sent / changed files and / full build, time / local push",
 }
 
 
@@ -39,7 +40,7 @@ def _items(text: str) -> set[int]:
         raise argparse.ArgumentTypeError(f"--only takes item numbers like 1,2,6; got {text!r}") from None
     bad = chosen - set(ALL_ITEMS)
     if bad or not chosen:
-        raise argparse.ArgumentTypeError(f"items are 1 to 9; got {text!r}")
+        raise argparse.ArgumentTypeError(f"items are 1 to 10; got {text!r}")
     return chosen
 
 
@@ -103,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     wanted = sorted(args.only)
     try:
         for n in wanted:
-            if n in (6, 8, 9):
+            if n in (6, 8, 9, 10):
                 continue
             say(f"item {n}: {TITLES[n]}")
             if n == 7 and args.quick:
@@ -112,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
             items._run(ctx, str(n), functools.partial(items.ITEMS[n], ctx))
             if n == 5 and not args.quick and not {6, 9} & set(wanted):
                 ctx.drop("gen-2G")  # no later item needs it: free 4 GB before the 4 GiB item
-        server = {6, 8, 9} & set(wanted)
+        server = {6, 8, 9, 10} & set(wanted)
         if server:
             say(f"items {', '.join(map(str, sorted(server)))}: scratch server (PostgreSQL, worker, gunicorn, nginx)")
             items._run(ctx, ",".join(map(str, sorted(server))), lambda: items.server_items(ctx, server))

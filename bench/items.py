@@ -923,6 +923,54 @@ def _item9(ctx: Context, st: Stack, *, slug: str, version: str, source: Path, la
     )
 
 
+def _changed_bytes(old: Path, new: Path) -> int:
+    """Bytes of the files of `new` whose content is not anywhere in `old` (what a file-level push must send)."""
+    import hashlib
+
+    def digest(path: Path) -> str:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            while block := f.read(1 << 20):
+                h.update(block)
+        return h.hexdigest()
+
+    have = {digest(f) for f in old.rglob("*") if f.is_file()}
+    return sum(f.stat().st_size for f in new.rglob("*") if f.is_file() and digest(f) not in have)
+
+
+def _item10(ctx: Context, st: Stack, *, pair: Pair, label: str) -> None:
+    """Issue 16: `mist-patcher admin push` of a next version over HTTP against `manage.py push` of the same build."""
+    slug = f"remote-{label.lower().replace('.', '-')}"[:60]
+    local_slug = f"local-{label.lower().replace('.', '-')}"[:60]
+    st.new_game(slug)
+    st.new_game(local_slug)
+    st.push(slug, "1.0", pair.old)
+    st.push(local_slug, "1.0", pair.old)
+    (ctx.work / "logs").mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=ctx.work, prefix="admin-home-") as home:
+        env = {**os.environ, "MIST_PATCHER_HOME": home, "MIST_SERVER": st.url("accel", "")}
+        cli = [sys.executable, "-m", "mist_patcher.cli.main", "--json", "--quiet"]
+        login = subprocess.run([*cli, "admin", "login", "--username", ADMIN[0], "--password-stdin"],
+                               input=ADMIN[1] + "\n", env=env, capture_output=True, text=True, timeout=120)
+        if login.returncode != 0:
+            raise RuntimeError(f"admin login failed: {login.stdout} {login.stderr[-500:]}")
+        remote = run_measured([*cli, "admin", "push", slug, "1.1", str(pair.new)], env=env, cwd=REPO,
+                              timeout=7200, log=ctx.work / "logs" / f"remote-push-{label}.log").check("admin push")
+    result = json.loads(remote.output.strip().splitlines()[-1])
+    local = st.push(local_slug, "1.1", pair.new)
+    changed = _changed_bytes(pair.old, pair.new)
+    sent = result["sent_bytes"]
+    ctx.row(Row("10", "remote push bytes sent / changed files", label, sent / max(changed, 1), target="<= 1.1",
+                ok=sent <= 1.1 * changed,
+                detail=f"{mb(sent)} sent for {mb(changed)} of new or changed files ({result['needed_files']} of "
+                       f"{result['files']} files)"))
+    ctx.row(Row("10", "remote push bytes sent / full build", label, sent / max(result["total_bytes"], 1),
+                target="<= 0.3", ok=sent <= 0.3 * result["total_bytes"], detail=f"build {mb(result['total_bytes'])}"))
+    ctx.row(Row("10", "remote push time / local manage.py push", label, remote.seconds / max(local.seconds, 1e-9),
+                detail=f"remote {remote.seconds:.1f}s (hash, plan, pack, upload over loopback, assemble, push; "
+                       f"peak RSS {mb(remote.max_rss)}) vs local {local.seconds:.1f}s"))
+
+
 def server_items(ctx: Context, wanted: set[int]) -> None:
     problem = postgres_problem()
     gunicorn = Path(sys.executable).with_name("gunicorn")
@@ -976,6 +1024,13 @@ def server_items(ctx: Context, wanted: set[int]) -> None:
                 _run(ctx, "6", big_download)
         if not ctx.quick and 6 in wanted:
             _run(ctx, "6", lambda: _item6_concurrent(ctx, st, friend, admin))
+        if 10 in wanted:
+            _run(ctx, "10", lambda: _item10(ctx, st, pair=pair, label="gen-100M"))
+            real = _pygame_pair(ctx)
+            if real is not None:
+                _run(ctx, "10", lambda: _item10(ctx, st, pair=real, label=real.name))
+            if not ctx.quick:
+                _run(ctx, "10", lambda: _item10(ctx, st, pair=ctx.generated("gen-1G"), label="gen-1G"))
 
 
 def _run(ctx: Context, item: str, fn: Callable[[], None]) -> None:

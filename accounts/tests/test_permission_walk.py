@@ -2,7 +2,7 @@
 
 Rules, for every endpoint and method (a body of `{}` for POST/PUT/PATCH):
 - anonymous gets 401, except on the auth endpoints (listed in AUTH_ENDPOINTS, public by design);
-- admin-only endpoints (ADMIN_PREFIXES: `api/v1/builds/`) give 403 to both friends, and neither
+- admin-only endpoints (ADMIN_PREFIXES: `api/v1/builds/`, `api/v1/admin/`) give 403 to both friends, and neither
   401 nor 403 to the admin;
 - elsewhere a friend without a grant gets 404 on anything of the private game (never 200/403),
   neither 401 nor 403 on the public game; a friend with a grant gets exactly what the public game
@@ -32,7 +32,7 @@ from catalog.models import Game, GameGrant
 pytestmark = pytest.mark.django_db
 
 API_PREFIX = "api/v1/"
-ADMIN_PREFIXES = ("api/v1/builds/",)
+ADMIN_PREFIXES = ("api/v1/builds/", "api/v1/admin/")
 METHODS = ("get", "post", "put", "patch", "delete")
 PERSONAS = ("anonymous", "outsider", "friend", "admin")
 

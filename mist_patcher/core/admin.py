@@ -58,7 +58,7 @@ def new_game(ctx: PatcherContext, *, slug: str, title: str = "", app_id: int | N
 
 
 def resync_steam(ctx: PatcherContext, *, slug: str) -> dict[str, Any]:
-    return dict(_admin_call(lambda: ctx.api.post_json(f"admin/games/{quote(slug)}/resync", None, ok=(200, 502))))
+    return dict(_admin_call(lambda: ctx.api.post_json(f"admin/games/{quote(slug)}/resync", None, ok=(200,))))
 
 
 def list_versions(ctx: PatcherContext, *, slug: str | None, platform: str | None = None) -> Any:
