@@ -358,7 +358,12 @@ def _push_locked(
         point_depot(game=locked, version=version)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
-        if not builds.filter(name=name).exists():
+        try:
+            recorded = builds.filter(name=name).exists()
+        except Exception:  # noqa: BLE001  the database is gone: we cannot tell whether the commit landed. Keep
+            recorded = True  # the files (and the push's own error); the next push's sweep_staging removes them
+        # if no row names them, and the version's first worker job points the depot if one does.
+        if not recorded:
             shutil.rmtree(storage.tree_dir(game.slug, platform, name), ignore_errors=True)
             storage.manifest_path(game.slug, platform, name).unlink(missing_ok=True)
         raise
@@ -416,7 +421,15 @@ def make_base_archive(*, version: Version) -> dict[str, Any]:
 
 
 def mark_processing(*, version: Version) -> None:
+    """The worker starts on a pushed version. Also mend a push that committed but died before pointing the
+    depot at its tree (the database connection lost right at the commit): the worker's first job for the
+    newest version points the depot at it, so the depot never lags behind the latest row for long."""
     Version.objects.filter(pk=version.pk, status=Version.Status.PENDING).update(status=Version.Status.PROCESSING)
+    latest = latest_version(game=version.game, platform=version.platform)
+    if latest is not None and latest.pk == version.pk and storage.tree_dir(
+        version.game.slug, version.platform, version.name
+    ).is_dir():
+        point_depot(game=version.game, version=version)
 
 
 def mark_ready(*, version: Version) -> None:

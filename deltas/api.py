@@ -18,6 +18,7 @@ from builds.api import requested_platform
 from builds.jobs import job_payload
 from builds.models import Version
 from deltas import services
+from deltas.models import DirectDelta
 from mistcore.errors import MistCoreError
 from mistcore.manifest import Manifest
 
@@ -138,3 +139,25 @@ class AdminVersionView(APIView):
             return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
         return Response({"removed": result.removed, "platform": platform, "messages": result.messages,
                          "queued": [f"{j.kind} {j.key}" for j in result.queued]})
+
+
+class AdminDeltaReportView(APIView):
+    """The patch-efficiency report of a version's direct update (like `manage.py delta_report`)."""
+
+    def get_permissions(self) -> list[Any]:
+        return [IsAdminScope()]
+
+    @extend_schema(operation_id="admin_delta_report", responses={200: OpenApiTypes.OBJECT})
+    def get(self, request: Request, slug: str, version: str) -> Response:
+        platform = requested_platform(request)
+        found = Version.objects.filter(game__slug=slug, name=version, platform=platform).first()
+        if found is None:
+            return Response({"detail": f"no {platform} build of version {version!r} of {slug!r}"},
+                            status=status.HTTP_404_NOT_FOUND)
+        delta = DirectDelta.objects.filter(to_version=found).select_related("from_version").first()
+        body: dict[str, Any] = {"game": slug, "version": found.name, "platform": platform, "status": found.status,
+                                "total_size": found.total_size, "from_version": None}
+        if delta is not None:
+            body.update({"from_version": delta.from_version.name, "bundle_size": delta.bundle_size,
+                         "op_counts": delta.op_counts, "files": delta.report})
+        return Response(body)

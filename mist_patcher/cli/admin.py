@@ -1,4 +1,6 @@
-"""``mist-patcher admin ...``: the admin's commands from any machine (login, new-game, push, ls, rm, resync-steam).
+"""``mist-patcher admin ...``: the admin's commands from any machine (login, new-game, push, ls, rm, resync-steam,
+delta-report). A subcommand of ``mist-patcher`` rather than a separate ``mist-admin``: one install, one keychain
+entry, one ``--server``.
 
 The same conventions as the rest of the CLI: ``--json``, progress on stderr, exit codes (1 refused, 4 not
 logged in), tokens in the keychain. Every command needs an account with the admin role.
@@ -17,7 +19,7 @@ from mist_patcher.core.units import format_bytes, format_duration
 from mistcore.platforms import PLATFORMS
 
 NAME = "admin"
-HELP = "admin commands from any machine: login, new-game, push, ls, rm, resync-steam"
+HELP = "admin commands from any machine: login, new-game, push, ls, rm, resync-steam, delta-report"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -58,9 +60,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true", help="allow removing the base or the only version")
     p.set_defaults(handler=run_rm)
 
-    p = verbs.add_parser("resync-steam", help="fetch a game's Steam details again")
-    p.add_argument("game")
+    p = verbs.add_parser("resync-steam", help="fetch Steam details again (one game, or every game with an app id)")
+    p.add_argument("game", nargs="?")
     p.set_defaults(handler=run_resync)
+
+    p = verbs.add_parser("delta-report", help="how well each file of a version's direct update diffed")
+    p.add_argument("game")
+    p.add_argument("report_version", metavar="VERSION")
+    p.add_argument("--platform", choices=PLATFORMS, default=None)
+    p.set_defaults(handler=run_delta_report)
 
 
 def run_login(app: App) -> int:
@@ -119,6 +127,30 @@ def run_rm(app: App) -> int:
 
 
 def run_resync(app: App) -> int:
-    result = admin.resync_steam(app.ctx, slug=app.args.game)
-    app.output.result(result, f"{result['slug']}: {result['message']}")
-    return 0 if result["ok"] else 1
+    if app.args.game:
+        slugs = [app.args.game]
+    else:
+        slugs = [g["slug"] for g in admin.list_versions(app.ctx, slug=None)]
+    results = [admin.resync_steam(app.ctx, slug=slug) for slug in slugs]
+    app.output.result({"games": results}, "\n".join(f"{r['slug']}: {r['message']}" for r in results) or "No games.")
+    return 0 if all(r["ok"] for r in results) else 1
+
+
+def run_delta_report(app: App) -> int:
+    a = app.args
+    report = admin.delta_report(app.ctx, slug=a.game, version=a.report_version, platform=a.platform)
+    if report["from_version"] is None:
+        human = f"{a.game} {report['version']} is the base version ({report['status']}): no update to report"
+    else:
+        share = 100 * report["bundle_size"] / max(report["total_size"], 1)
+        lines = [f"update {report['from_version']} -> {report['version']}: {format_bytes(report['bundle_size'])} "
+                 f"to download for a {format_bytes(report['total_size'])} game ({share:.1f}%)",
+                 f"{'patch':>10} {'file':>10} {'ratio':>6}  engine        path"]
+        for row in report["files"][:40]:
+            lines.append(f"{format_bytes(row['patch_size']):>10} {format_bytes(row['size']):>10} {row['ratio']:>6.2f}  "
+                         f"{row['engine'] or '-':13} {row['path']}")
+            if row.get("hint"):
+                lines.append(f"    ! {row['hint']}")
+        human = "\n".join(lines)
+    app.output.result(report, human)
+    return 0

@@ -61,6 +61,12 @@ def resync_steam(ctx: PatcherContext, *, slug: str) -> dict[str, Any]:
     return dict(_admin_call(lambda: ctx.api.post_json(f"admin/games/{quote(slug)}/resync", None, ok=(200,))))
 
 
+def delta_report(ctx: PatcherContext, *, slug: str, version: str, platform: str | None = None) -> dict[str, Any]:
+    params = {"platform": platform} if platform else None
+    return dict(_admin_call(lambda: ctx.api.get_json(
+        f"admin/games/{quote(slug)}/versions/{quote(version)}/delta-report", params=params)))
+
+
 def list_versions(ctx: PatcherContext, *, slug: str | None, platform: str | None = None) -> Any:
     if slug is None:
         return _admin_call(lambda: ctx.api.games())

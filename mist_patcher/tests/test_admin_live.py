@@ -64,6 +64,9 @@ def test_remote_push_sends_only_what_changed(live_server: Any, worker: Any, admi
     listed = bearer_client(friend).get("/api/v1/games/comet?platform=linux")
     assert [v["name"] for v in listed.json()["versions"]] == ["1.0", "1.1"]
 
+    code, report, _ = p.run("admin", "delta-report", "comet", "1.1", "--platform", "linux")
+    assert report["from_version"] == "1.0" and report["files"] and report["bundle_size"] > 0
+
     # ls and rm, remotely
     code, games, _ = p.run("admin", "ls")
     assert [g["slug"] for g in games["games"]] == ["comet"]
