@@ -128,6 +128,7 @@ class Job(models.Model):
         RECONSTRUCT = "reconstruct"
         INDIRECT = "indirect"
         ANNOUNCE = "announce"
+        JUMP_DELTA = "jump_delta"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     kind = models.CharField(max_length=32, choices=Kind.choices)

@@ -79,6 +79,11 @@ def cached_version_dir(slug: str, platform: str, version: str) -> Path:
     return cache_root() / "versions" / slug / validate_platform(platform) / version
 
 
+def jump_bundle_path(slug: str, platform: str, from_version: str, to_version: str) -> Path:
+    """A jump delta between any two versions, made on demand (a cache entry: it can be made again)."""
+    return cache_root() / "jumps" / slug / validate_platform(platform) / f"{from_version}__{to_version}.tar.zst"
+
+
 def archive_path(slug: str, platform: str, version: str) -> Path:
     return cache_root() / "archives" / slug / validate_platform(platform) / f"{version}.tar.zst"
 

@@ -32,7 +32,7 @@ from builds.manifest_cache import cached_manifest
 from builds.models import CacheEntry, Job, Version
 from catalog.models import Game
 from deltas import plan_cache
-from deltas.models import DirectDelta
+from deltas.models import DirectDelta, JumpDelta
 from mistcore import delta as mdelta
 from mistcore import indirect as mindirect
 from mistcore import safetar
@@ -432,9 +432,95 @@ def discard_indirect_upload(*, job: Job) -> None:
 
 # --- The update planner -------------------------------------------------------------------------
 
+# --- Jump deltas: any two versions, either direction, made on demand --------------------------------------
+
+
+def ready_jump(*, from_version: Version, to_version: Version) -> JumpDelta | None:
+    """The cached jump delta between exactly these two versions, if made and still on disk."""
+    jump = JumpDelta.objects.filter(from_version=from_version, to_version=to_version,
+                                    status=JumpDelta.Status.READY).first()
+    if jump is None:
+        return None
+    path = storage.jump_bundle_path(to_version.game.slug, to_version.platform, from_version.name, to_version.name)
+    if not path.is_file() or not CacheEntry.objects.filter(key=jump.cache_key).exists():
+        jump.delete()  # evicted from the cache: it will be made again on the next request
+        return None
+    return jump
+
+
+def request_jump(*, from_version: Version, to_version: Version, user: Any = None) -> tuple[JumpDelta | None, Job | None]:
+    """The ready jump delta, or the worker job making it (queued on the first request)."""
+    jump = ready_jump(from_version=from_version, to_version=to_version)
+    if jump is not None:
+        return jump, None
+    job, _ = ensure_job(
+        kind=Job.Kind.JUMP_DELTA,
+        key=f"jump:{from_version.pk}:{to_version.pk}",
+        task="deltas.tasks.make_jump_delta",
+        game=to_version.game,
+        version=to_version,
+        params={"from_version": from_version.pk},
+        requested_by=user if getattr(user, "pk", None) else None,
+        retry_failed=True,
+    )
+    JumpDelta.objects.get_or_create(from_version=from_version, to_version=to_version)  # pending: asked for
+    if job.status == Job.Status.DONE:
+        # A job finished earlier but its bundle was evicted since: make it again.
+        Job.objects.filter(pk=job.pk).delete()
+        job, _ = ensure_job(kind=Job.Kind.JUMP_DELTA, key=f"jump:{from_version.pk}:{to_version.pk}",
+                            task="deltas.tasks.make_jump_delta", game=to_version.game, version=to_version,
+                            params={"from_version": from_version.pk})
+    return None, job
+
+
+def make_jump_delta(*, from_version: Version, to_version: Version) -> JumpDelta:
+    """Rebuild both versions' trees (chain replay where they are not at hand), diff them with the push-time
+    engines, and cache the bundle. Either direction: a rollback is a jump to an older version."""
+    import time
+
+    started = time.monotonic()
+    game = to_version.game
+    if from_version.platform != to_version.platform or from_version.game_id != to_version.game_id:
+        raise DeltaError("a jump stays within one game and one platform")
+    old_root = reconstruct_version(version=from_version)
+    new_root = reconstruct_version(version=to_version)
+    old_manifest = builds_services.read_manifest(version=from_version)
+    new_manifest = builds_services.read_manifest(version=to_version)
+    bundle = storage.jump_bundle_path(game.slug, to_version.platform, from_version.name, to_version.name)
+    bundle.parent.mkdir(parents=True, exist_ok=True)
+    work = bundle.with_name(f".work-{from_version.name}__{to_version.name}")
+    for leftover in bundle.parent.glob(f".{work.name}*.tmp-*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+    for leftover in bundle.parent.glob(f".{bundle.name}.tmp-*"):
+        leftover.unlink(missing_ok=True)
+    shutil.rmtree(work, ignore_errors=True)
+    try:
+        mdelta.build_direct_delta(old_root=old_root, old_manifest=old_manifest, new_root=new_root,
+                                  new_manifest=new_manifest, out_dir=work,
+                                  hdiff_max_bytes=settings.MIST_HDIFF_MAX_BYTES, workers=2)
+        size, sha = mdelta.bundle_delta(delta_dir=work, dst=bundle)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    seconds = time.monotonic() - started
+    with transaction.atomic():
+        jump, _ = JumpDelta.objects.update_or_create(
+            from_version=from_version, to_version=to_version,
+            defaults={"status": JumpDelta.Status.READY, "error": "", "bundle_size": size, "bundle_sha256": sha,
+                      "seconds": seconds, "ready_at": timezone.now()},
+        )
+    cache.register(key=jump.cache_key, path=bundle, size=size, sha256=sha)
+    logger.info("jump delta made", extra={"game": game.slug, "platform": to_version.platform,
+                                          "from": from_version.name, "to": to_version.name, "bundle_bytes": size,
+                                          "seconds": round(seconds, 2)})
+    return jump
+
+
 # Estimates for routes whose exact size is only known after the work is done.
 RDIFF_RATIO_ESTIMATE = 0.6  # rdiff deltas of changed native code measured 54-59% of the file
 ZSTD_RATIO_ESTIMATE = 0.6
+# A jump delta not made yet, against the cheapest route it replaces (a chain rewrites files several times,
+# librsync ships far more than a patch between the same two builds).
+JUMP_ESTIMATE = 0.8
 SIGNATURE_BYTES_PER_BLOCK = 40
 SIGNATURE_BLOCK = 2048
 
@@ -530,13 +616,34 @@ def plan_update(
     indirect_paths: list[str] = []
     if estimate is not None:
         alternatives["indirect"], indirect_paths = estimate.download_bytes, list(estimate.paths)
+    # A jump delta: one patch between exactly these two versions (never for one forward step: that is the
+    # push-time delta). Exact once made; before that, estimated below what it replaces.
+    jump = None
+    exact = {"direct"}
+    if (from_version is not None and local_manifest is None and to_version.status == Version.Status.READY
+            and (chain is None or len(chain) > 1)):
+        jump = ready_jump(from_version=from_version, to_version=to_version)
+        if jump is not None:
+            alternatives["jump"] = jump.bundle_size
+            exact.add("jump")
+        elif chain is None:
+            # Backwards, or no chain of ready deltas: waiting for the worker beats librsync or a full download.
+            known = [alternatives[k] for k in ("indirect",) if k in alternatives]
+            alternatives["jump"] = int(min(known) * JUMP_ESTIMATE) if known else int(full * JUMP_ESTIMATE)
+        # Forward over a ready chain, the chain is served now and the jump is made in the background for the
+        # next friend making the same move (deltas.api: `jump.preparing`).
     # The direct chain's size is exact; estimates must beat it clearly to win.
-    ranked = sorted(alternatives.items(), key=lambda kv: (kv[1] * (1.0 if kv[0] == "direct" else 1.15), kv[0]))
+    ranked = sorted(alternatives.items(), key=lambda kv: (kv[1] * (1.0 if kv[0] in exact else 1.15), kv[0]))
     route, cost = ranked[0]
     others = ", ".join(f"{name} ~{_mb(size)}" for name, size in ranked[1:])
     if route == "direct":
         reason = f"a chain of {len(chain or [])} direct update(s) ({_mb(cost)}) is cheapest" + (f"; {others}" if others else "")
         disk = max((step.to_total_size for step in chain or []), default=0) // 4 + cost
+    elif route == "jump":
+        how = "made earlier and cached" if jump is not None else "the worker makes it now (then it is cached)"
+        reason = (f"one jump delta {from_version.name if from_version else ''} -> {to_version.name} "
+                  f"({'' if jump is not None else '~'}{_mb(cost)}, {how}) is cheapest" + (f"; {others}" if others else ""))
+        disk = to_version.total_size // 4 + cost
     elif route == "indirect":
         reason = (f"{len(indirect_paths)} file(s) differ: an indirect update (~{_mb(cost)}) is cheapest"
                   + (f"; {others}" if others else ""))
@@ -553,6 +660,12 @@ def plan_update(
                 "url": f"/dl/direct/{game.slug}/{to_version.platform}/{step.from_version}__{step.to_version}",
                 "size": step.bundle_size, "sha256": step.bundle_sha256,
             })
+    if route == "jump" and jump is not None and from_version is not None:
+        steps.append({
+            "kind": "jump", "from_version": from_version.name, "to_version": to_version.name,
+            "url": f"/dl/direct/{game.slug}/{to_version.platform}/{from_version.name}__{to_version.name}",
+            "size": jump.bundle_size, "sha256": jump.bundle_sha256,
+        })
     return UpdatePlan(
         from_version=from_version.name if from_version else None, route=route, reason=reason,
         download_bytes=cost, disk_bytes=disk, alternatives=alternatives, steps=steps,

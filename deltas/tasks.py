@@ -6,7 +6,7 @@ from typing import Any
 
 from builds import services as builds_services
 from builds.jobs import run_job
-from builds.models import Job
+from builds.models import Job, Version
 from deltas import services
 
 
@@ -37,3 +37,12 @@ def reconstruct(job_id: str) -> None:
         return {"path": str(path)}
 
     run_job(job_id, handle)
+
+
+def make_jump_delta(job_id: str) -> None:
+    def handle(job: Job) -> dict[str, Any]:
+        from_version = Version.objects.select_related("game").get(pk=job.params["from_version"])
+        jump = services.make_jump_delta(from_version=from_version, to_version=job.version)
+        return {"bundle_size": jump.bundle_size, "seconds": round(jump.seconds, 2)}
+
+    run_job(job_id, handle)  # a failed jump fails only itself: the version and the other routes stay

@@ -155,7 +155,7 @@ def _direct_artifact(user: Any, slug: str, pair: str, platform: str) -> Artifact
         .first()
     )
     if delta is None:
-        raise Http404("No such update.")
+        return _jump_artifact(game, from_name, to_version, pair, platform)
     path = storage.delta_bundle_path(slug, platform, from_name, to_name)
     _, relpath = _located(path)
     return Artifact(
@@ -236,6 +236,31 @@ def _file_artifact(user: Any, slug: str, version_name: str, relpath: str, platfo
         filename=relpath.rsplit("/", 1)[-1],
         content_type="application/octet-stream",
         cache_key=f"version:{version.pk}" if root == "cache" else None,
+    )
+
+
+def _jump_artifact(game: Any, from_name: str, to_version: Version, pair: str, platform: str) -> Artifact:
+    """A jump delta (deltas.JumpDelta) under the same /dl/direct/ URL: it is a direct delta between two
+    versions that are not parent and child, kept in the cache."""
+    from_version = game.versions.filter(name=from_name, platform=platform).first()
+    jump = None if from_version is None else deltas_services.ready_jump(from_version=from_version, to_version=to_version)
+    if jump is None:
+        raise Http404("No such update.")
+    path = storage.jump_bundle_path(game.slug, platform, from_name, to_version.name)
+    _, relpath = _located(path)
+    return Artifact(
+        kind="direct",
+        key=f"direct:{game.slug}/{pair}",
+        platform=platform,
+        game_slug=game.slug,
+        path=path,
+        root="cache",
+        relpath=relpath,
+        size=jump.bundle_size,
+        sha256=jump.bundle_sha256,
+        filename=f"{game.slug}-{from_name}__{to_version.name}-{platform}.tar.zst",
+        content_type="application/zstd",
+        cache_key=jump.cache_key,
     )
 
 

@@ -39,11 +39,14 @@ def test_plan_latest_by_default_and_none_when_current(three_versions: dict[str, 
     assert _plan(friend_api, {"from_version": "2"}).json()["to_version"] == "3"
 
 
-def test_plan_backwards_is_indirect_or_full(three_versions: dict[str, Any], friend_api: Any) -> None:
+def test_plan_backwards_asks_the_worker_for_a_jump(three_versions: dict[str, Any], friend_api: Any) -> None:
     plan = _plan(friend_api, {"from_version": "3", "to_version": "1"}).json()
-    assert plan["route"] in {"indirect", "full"}
+    # no chain leads backwards: one jump delta 3 -> 1, made now by the worker (the patcher waits for its job)
+    assert plan["route"] == "jump" and plan["steps"] == []
+    assert plan["jump"]["job"]["kind"] == "jump_delta" and plan["jump"]["preparing"] is False
     assert "direct" not in plan["alternatives"]
-    assert plan["indirect"]["paths"]
+    assert plan["alternatives"]["jump"] < plan["alternatives"]["indirect"]
+    assert plan["indirect"]["paths"]  # the fallback stays described
 
 
 def test_plan_from_an_unknown_local_state(three_versions: dict[str, Any], friend_api: Any) -> None:

@@ -37,7 +37,7 @@ from mistcore.errors import IntegrityError, MistCoreError
 from mistcore.fsutil import clone_tree
 from mistcore.manifest import Manifest
 
-ROUTES = ("direct", "indirect", "full")
+ROUTES = ("direct", "jump", "indirect", "full")
 
 
 @dataclass
@@ -108,6 +108,18 @@ def update_game(
         installed = ctx.state.manifest(slug)
         platform = record.platform or None  # installs from before platforms: the server's default
         plan = ctx.api.update_plan(slug, from_version=record.version, to_version=version, platform=platform)
+        pending_jump = (plan.get("jump") or {}) if plan.get("route") == "jump" and not dry_run else {}
+        if plan.get("steps") and plan.get("route") == "jump":
+            pending_jump = {}  # made already: nothing to wait for
+        if pending_jump.get("job_url"):
+            # The server makes a delta between exactly these two versions now; wait, then ask again (it is
+            # then ready, for us and every friend making the same jump).
+            if note:
+                note(f"the server is making a delta {record.version} -> {plan.get('to_version')} for this jump")
+            ctx.api.wait_job(pending_jump["job_url"], control=control, on_update=_job_progress(progress, "jump"))
+            plan = ctx.api.update_plan(slug, from_version=record.version, to_version=version, platform=platform)
+            if plan.get("route") == "jump" and not plan.get("steps"):
+                raise PatcherError("the server made the jump delta but does not offer it: try again")
         result = UpdateResult(
             slug=slug,
             from_version=record.version,
@@ -146,7 +158,7 @@ def update_game(
 
         run = _Runner(ctx, record, plan, installed, target, result, progress, control, say)
         route = result.route
-        if route == "direct":
+        if route in ("direct", "jump"):  # a jump is one direct bundle between exactly these two versions
             bundles = run.download_direct_bundles()
             try:
                 run.switch_in(changes, lambda stage: run.apply_direct(bundles, changes, stage))
@@ -177,6 +189,19 @@ def update_game(
             result.fetched_whole.extend(repaired.whole)
         result.seconds = time.monotonic() - started
         return result
+
+
+def _job_progress(progress: ProgressCallback, what: str) -> Callable[[dict], None]:
+    """Report a server job's progress like the archive and indirect waits do."""
+    meter = ProgressMeter(progress, phase="server", total=100, message=f"the server is making the {what} delta")
+    meter.report()
+
+    def on_job(job: dict) -> None:
+        fraction = float(job.get("progress") or 0.0)
+        meter.done = int(100 * min(1.0, fraction if fraction <= 1 else fraction / 100))
+        meter.report(f"server job {job.get('status')}")
+
+    return on_job
 
 
 def _size_matches(root: Path, rel: str, size: int) -> bool:
@@ -220,7 +245,7 @@ class _Runner:
     def download_direct_bundles(self) -> list[Path]:
         bundles = []
         for i, step in enumerate(self.plan.get("steps") or []):
-            if step.get("kind", "direct") != "direct":
+            if step.get("kind", "direct") not in ("direct", "jump"):
                 raise PatcherError(f"unknown update step kind {step.get('kind')!r}")
             name = f"{self.record.slug}-{step['from_version']}__{step['to_version']}.tar.zst"
             fetched = self.ctx.downloader.fetch(
