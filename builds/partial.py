@@ -6,6 +6,7 @@ the basis version's tree, verifying every file against the manifest, before the 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from builds.services import BuildError, latest_version
 from catalog.models import Game
 from mistcore import safetar
 from mistcore.errors import IntegrityError, MistCoreError
-from mistcore.fsutil import HashingWriter, fsync_dir
+from mistcore.fsutil import HashingWriter, fsync_dir, sha256_file
 from mistcore.manifest import FileRecord, Manifest
 
 
@@ -47,8 +48,6 @@ class PushPlan:
 
 def parse_manifest(raw: Any) -> Manifest:
     """The client's manifest (a JSON object or its text) -> Manifest, or BuildError with the reason."""
-    import json
-
     try:
         data = raw if isinstance(raw, str | bytes) else json.dumps(raw)
         return Manifest.from_json(data.encode() if isinstance(data, str) else data)
@@ -128,8 +127,6 @@ def assemble_tree(*, session: UploadSession, archive: Path) -> Path:
 
 
 def _check(path: Path, rec: FileRecord) -> None:
-    from mistcore.fsutil import sha256_file
-
     if path.stat().st_size != rec.size or sha256_file(path) != rec.sha256:
         raise BuildError(f"{rec.path}: the uploaded file does not match the manifest (corrupt upload?)")
     os.chmod(path, 0o755 if rec.executable else 0o644)

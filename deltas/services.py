@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import shutil
+import time
 import uuid
 import zlib
 from collections.abc import Iterator
@@ -476,8 +477,6 @@ def request_jump(*, from_version: Version, to_version: Version, user: Any = None
 def make_jump_delta(*, from_version: Version, to_version: Version) -> JumpDelta:
     """Rebuild both versions' trees (chain replay where they are not at hand), diff them with the push-time
     engines, and cache the bundle. Either direction: a rollback is a jump to an older version."""
-    import time
-
     started = time.monotonic()
     game = to_version.game
     if from_version.platform != to_version.platform or from_version.game_id != to_version.game_id:

@@ -10,6 +10,7 @@ those into a ``.tar.zst`` and uploads it through the resumable upload API in chu
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import time
@@ -214,8 +215,6 @@ def push_build(
 
 
 def _upload(ctx: PatcherContext, state: PushState, *, start: int, progress: ProgressCallback) -> int:
-    import hashlib
-
     total = state.archive_size
     size = _chunk_size()
     offset = start

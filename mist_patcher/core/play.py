@@ -291,15 +291,11 @@ def play_game(
 ) -> PlayResult:
     """Start the game, wait for it to exit, record and report the session."""
     try:
-        lock = ctx.state.lock(slug)
-        lock.__enter__()
+        with ctx.state.lock(slug):
+            result = _play_locked(ctx, slug=slug, option=option, on_started=on_started)
     except InstallBusy:
         raise PlayError(f"{slug} is busy: an update, a repair or a game session of it is running; "
                         f"wait for it to finish") from None
-    try:
-        result = _play_locked(ctx, slug=slug, option=option, on_started=on_started)
-    finally:
-        lock.__exit__(None, None, None)
     if sync:
         result.sync = sync_sessions(ctx)
     return result
