@@ -18,7 +18,7 @@ from builds.api import requested_platform
 from builds.jobs import job_payload
 from builds.models import Version
 from deltas import services
-from deltas.models import DirectDelta, JumpDelta
+from deltas.models import DirectDelta
 from mistcore.errors import MistCoreError
 from mistcore.manifest import Manifest
 
@@ -66,16 +66,8 @@ class UpdatePlanView(APIView):
         )
         base = f"/api/v1/games/{slug}"
         query = f"?platform={platform}"
-        jump_job = None
-        several = (plan.route == "direct" and len(plan.steps) > 1 and "jump" not in plan.alternatives
-                   and from_version is not None
-                   and not JumpDelta.objects.filter(from_version=from_version, to_version=to_version).exists())
-        if from_version is not None and ((plan.route == "jump" and not plan.steps) or several):
-            # Not made yet. As the route: the worker makes it now, the patcher waits for the job and asks
-            # again. Behind a chain: made in the background, for the next friend making the same jump.
-            _, job = services.request_jump(from_version=from_version, to_version=to_version, user=request.user)
-            if job is not None:
-                jump_job = {"job": job_payload(job), "job_url": f"/api/v1/jobs/{job.pk}", "preparing": several}
+        jump_job = services.jump_for_plan(plan=plan, from_version=from_version, to_version=to_version,
+                                          user=request.user)
         return Response({
             "jump": jump_job,
             "platform": platform,

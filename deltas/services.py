@@ -27,7 +27,7 @@ from django.utils import timezone
 
 from builds import cache, storage
 from builds import services as builds_services
-from builds.jobs import JobFailed, ensure_job
+from builds.jobs import JobFailed, ensure_job, job_payload
 from builds.locks import BackupInProgress, push_lock
 from builds.manifest_cache import cached_manifest
 from builds.models import CacheEntry, Job, Version
@@ -454,9 +454,12 @@ def request_jump(*, from_version: Version, to_version: Version, user: Any = None
     jump = ready_jump(from_version=from_version, to_version=to_version)
     if jump is not None:
         return jump, None
+    key = f"jump:{from_version.pk}:{to_version.pk}"
+    # A job that finished earlier made a bundle the cache has evicted since: it is made again.
+    Job.objects.filter(key=key, status=Job.Status.DONE).delete()
     job, _ = ensure_job(
         kind=Job.Kind.JUMP_DELTA,
-        key=f"jump:{from_version.pk}:{to_version.pk}",
+        key=key,
         task="deltas.tasks.make_jump_delta",
         game=to_version.game,
         version=to_version,
@@ -465,13 +468,24 @@ def request_jump(*, from_version: Version, to_version: Version, user: Any = None
         retry_failed=True,
     )
     JumpDelta.objects.get_or_create(from_version=from_version, to_version=to_version)  # pending: asked for
-    if job.status == Job.Status.DONE:
-        # A job finished earlier but its bundle was evicted since: make it again.
-        Job.objects.filter(pk=job.pk).delete()
-        job, _ = ensure_job(kind=Job.Kind.JUMP_DELTA, key=f"jump:{from_version.pk}:{to_version.pk}",
-                            task="deltas.tasks.make_jump_delta", game=to_version.game, version=to_version,
-                            params={"from_version": from_version.pk})
     return None, job
+
+
+def jump_for_plan(*, plan: UpdatePlan, from_version: Version | None, to_version: Version,
+                  user: Any = None) -> dict[str, Any] | None:
+    """The worker job of a jump delta the plan needs (route `jump`, not made yet: the patcher waits for it),
+    or one queued behind a ready chain of several deltas (`preparing`: for the next friend); else None."""
+    if from_version is None:
+        return None
+    waiting = plan.route == "jump" and not plan.steps
+    preparing = (plan.route == "direct" and len(plan.steps) > 1 and "jump" not in plan.alternatives
+                 and not JumpDelta.objects.filter(from_version=from_version, to_version=to_version).exists())
+    if not (waiting or preparing):
+        return None
+    _, job = request_jump(from_version=from_version, to_version=to_version, user=user)
+    if job is None:
+        return None
+    return {"job": job_payload(job), "job_url": f"/api/v1/jobs/{job.pk}", "preparing": preparing}
 
 
 def make_jump_delta(*, from_version: Version, to_version: Version) -> JumpDelta:

@@ -157,19 +157,27 @@ def _direct_artifact(user: Any, slug: str, pair: str, platform: str) -> Artifact
     if delta is None:
         return _jump_artifact(game, from_name, to_version, pair, platform)
     path = storage.delta_bundle_path(slug, platform, from_name, to_name)
-    _, relpath = _located(path)
+    return _bundle_artifact(slug=slug, pair=pair, platform=platform, path=path, size=delta.bundle_size,
+                            sha256=delta.bundle_sha256)
+
+
+def _bundle_artifact(*, slug: str, pair: str, platform: str, path: Path, size: int, sha256: str,
+                     cache_key: str | None = None) -> Artifact:
+    """A delta bundle (push-time direct in storage, or a jump in the cache) at /dl/direct/<slug>/<platform>/<pair>."""
+    root, relpath = _located(path)
     return Artifact(
         kind="direct",
         key=f"direct:{slug}/{pair}",
         platform=platform,
         game_slug=slug,
         path=path,
-        root="storage",
+        root=root,
         relpath=relpath,
-        size=delta.bundle_size,
-        sha256=delta.bundle_sha256,
-        filename=f"{slug}-{from_name}__{to_name}-{platform}.tar.zst",
+        size=size,
+        sha256=sha256,
+        filename=f"{slug}-{pair}-{platform}.tar.zst",
         content_type="application/zstd",
+        cache_key=cache_key,
     )
 
 
@@ -247,21 +255,8 @@ def _jump_artifact(game: Any, from_name: str, to_version: Version, pair: str, pl
     if jump is None:
         raise Http404("No such update.")
     path = storage.jump_bundle_path(game.slug, platform, from_name, to_version.name)
-    _, relpath = _located(path)
-    return Artifact(
-        kind="direct",
-        key=f"direct:{game.slug}/{pair}",
-        platform=platform,
-        game_slug=game.slug,
-        path=path,
-        root="cache",
-        relpath=relpath,
-        size=jump.bundle_size,
-        sha256=jump.bundle_sha256,
-        filename=f"{game.slug}-{from_name}__{to_version.name}-{platform}.tar.zst",
-        content_type="application/zstd",
-        cache_key=jump.cache_key,
-    )
+    return _bundle_artifact(slug=game.slug, pair=pair, platform=platform, path=path, size=jump.bundle_size,
+                            sha256=jump.bundle_sha256, cache_key=jump.cache_key)
 
 
 def resolve_artifact(
