@@ -121,7 +121,11 @@ def test_twenty_patchers_update_at_once(live_server: Any, worker: Any, friend: A
             thread.start()
         for thread in threads:
             thread.join(timeout=3 * COMMAND_TIMEOUT)
-        worker.wait_for(jobs_settled, timeout=180, what="the jobs the patchers asked for")
+        try:
+            worker.wait_for(jobs_settled, timeout=180, what="the jobs the patchers asked for")
+        except AssertionError as exc:  # say what each patcher saw, not only the worker's side
+            raise AssertionError(f"{exc}\n\npatchers:\n" + "\n\n".join(
+                f"patcher {p.index} ({p.result}):\n" + "\n".join(p.log) for p in patchers)) from None
     finally:
         logging.getLogger("django.request").removeHandler(errors)
     seconds = time.monotonic() - started

@@ -515,13 +515,14 @@ def make_jump_delta(*, from_version: Version, to_version: Version) -> JumpDelta:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     seconds = time.monotonic() - started
-    with transaction.atomic():
-        jump, _ = JumpDelta.objects.update_or_create(
-            from_version=from_version, to_version=to_version,
-            defaults={"status": JumpDelta.Status.READY, "error": "", "bundle_size": size, "bundle_sha256": sha,
-                      "seconds": seconds, "ready_at": timezone.now()},
-        )
+    # The cache entry first, then READY: a planner that sees READY always finds the entry (ready_jump
+    # treats a READY row without one as evicted and drops it).
+    jump, _ = JumpDelta.objects.get_or_create(from_version=from_version, to_version=to_version)
     cache.register(key=jump.cache_key, path=bundle, size=size, sha256=sha)
+    JumpDelta.objects.filter(pk=jump.pk).update(
+        status=JumpDelta.Status.READY, error="", bundle_size=size, bundle_sha256=sha, seconds=seconds,
+        ready_at=timezone.now())
+    jump.refresh_from_db()
     logger.info("jump delta made", extra={"game": game.slug, "platform": to_version.platform,
                                           "from": from_version.name, "to": to_version.name, "bundle_bytes": size,
                                           "seconds": round(seconds, 2)})

@@ -61,7 +61,9 @@ class WorkerCluster:
         self.proc = subprocess.Popen(
             [sys.executable, str(BASE_DIR / "manage.py"), "qcluster"],
             cwd=BASE_DIR,
-            env=subprocess_env(**self.extra_env),
+            # The worker logs at INFO into its own file (the test process stays at WARNING): a timeout
+            # then shows what the worker did last.
+            env=subprocess_env(**{"LOG_LEVEL": "INFO", **self.extra_env}),
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -101,4 +103,16 @@ class WorkerCluster:
             if self.proc and self.proc.poll() is not None:
                 raise AssertionError(f"worker exited ({self.proc.returncode}) waiting for {what}:\n{self.log()}")
             time.sleep(0.3)
-        raise AssertionError(f"timed out after {timeout}s waiting for {what}; worker log:\n{self.log()[-5000:]}")
+        raise AssertionError(f"timed out after {timeout}s waiting for {what}; unfinished jobs:\n{unfinished_jobs()}\n"
+                             f"worker log:\n{self.log()[-5000:]}")
+
+
+def unfinished_jobs() -> str:
+    """The jobs still queued or running, one line each: what a timeout in a worker test is waiting on."""
+    from builds.models import Job
+
+    lines = [f"  {j.kind} {j.key} {j.status} attempts={j.attempts} progress={j.progress:.2f} "
+             f"created={j.created_at:%H:%M:%S} started={j.started_at and f'{j.started_at:%H:%M:%S}'} "
+             f"heartbeat={j.heartbeat_at and f'{j.heartbeat_at:%H:%M:%S}'}"
+             for j in Job.objects.active().order_by("created_at")]
+    return "\n".join(lines) or "  (none)"
