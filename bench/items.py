@@ -30,7 +30,7 @@ import hdiffpatch
 import requests
 import zstandard
 
-from bench import gamegen, tools
+from bench import gamegen, switch, tools
 from bench.proc import Measured, ProcError, run_measured
 from bench.report import Row, mb, rate
 from bench.server import ADMIN, FRIEND, REPO, Stack, postgres_problem
@@ -200,7 +200,7 @@ def _generated_pair(ctx: Context, name: str) -> Pair:
 
 def _pygame_pair(ctx: Context) -> Pair | None:
     root = ctx.corpus / "pygame-ce"
-    if not ((root / "old").is_dir() and (root / "new").is_dir()):
+    if not all((root / side).is_dir() for side in ("old", "new", "older")):
         ctx.say(f"  downloading the pygame-ce release pair into {ctx.corpus} (bench/get_release_pair.sh)")
         proc = subprocess.run(
             ["bash", str(REPO / "bench" / "get_release_pair.sh"), str(ctx.corpus)],
@@ -1051,4 +1051,6 @@ def _run(ctx: Context, item: str, fn: Callable[[], None]) -> None:
         )
 
 
-ITEMS: dict[int, Callable[[Context], None]] = {1: item1, 2: item2, 3: item3, 4: item4, 5: item5, 7: item7}
+ITEMS: dict[int, Callable[[Context], None]] = {
+    1: item1, 2: item2, 3: item3, 4: item4, 5: item5, 7: item7, 11: switch.item11,
+}

@@ -437,16 +437,59 @@ def discard_indirect_upload(*, job: Job) -> None:
 
 
 def ready_jump(*, from_version: Version, to_version: Version) -> JumpDelta | None:
-    """The cached jump delta between exactly these two versions, if made and still on disk."""
-    jump = JumpDelta.objects.filter(from_version=from_version, to_version=to_version,
-                                    status=JumpDelta.Status.READY).first()
+    """The cached jump delta between exactly these two versions, if made and still intact on disk.
+
+    A bundle that is gone, evicted, of another size than recorded (truncated), or written to since it
+    was made and no longer matching its sha256 is dropped here, so the planner queues it again and
+    no friend is offered it. (The patcher verifies every bundle's sha256 as well: a bundle rotting in
+    place with its timestamp intact is refused there and found by `manage.py storage_check`.)"""
+    jump = (JumpDelta.objects.filter(from_version=from_version, to_version=to_version, status=JumpDelta.Status.READY)
+            .select_related("from_version", "to_version__game").first())
     if jump is None:
         return None
-    path = storage.jump_bundle_path(to_version.game.slug, to_version.platform, from_version.name, to_version.name)
-    if not path.is_file() or not CacheEntry.objects.filter(key=jump.cache_key).exists():
-        jump.delete()  # evicted from the cache: it will be made again on the next request
+    problem = jump_problem(jump, full=False)
+    if problem:
+        drop_jump(jump, problem)
         return None
     return jump
+
+
+def jump_path(jump: JumpDelta) -> Path:
+    to_version = jump.to_version
+    return storage.jump_bundle_path(to_version.game.slug, to_version.platform, jump.from_version.name,
+                                    to_version.name)
+
+
+def jump_problem(jump: JumpDelta, *, full: bool) -> str:
+    """Why this ready jump bundle cannot be served ("" when it can). `full` hashes it every time;
+    otherwise only a bundle modified after it was made is hashed (then once: ready_at moves on)."""
+    path = jump_path(jump)
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return "its bundle is missing"
+    if not CacheEntry.objects.filter(key=jump.cache_key).exists():
+        return "evicted from the cache"
+    if stat.st_size != jump.bundle_size:
+        return f"its bundle has {stat.st_size} bytes on disk, {jump.bundle_size} recorded (truncated or overwritten)"
+    modified = jump.ready_at is None or stat.st_mtime > jump.ready_at.timestamp()
+    if full or modified:
+        if sha256_file(path) != jump.bundle_sha256:
+            return "its bundle does not match its recorded sha256 (corrupt)"
+        if modified:
+            JumpDelta.objects.filter(pk=jump.pk).update(ready_at=timezone.now())
+    return ""
+
+
+def drop_jump(jump: JumpDelta, why: str) -> None:
+    """Forget a cached jump (row, cache entry, bundle): the next request makes it again."""
+    logger.warning("jump delta dropped", extra={"from": jump.from_version.name, "to": jump.to_version.name,
+                                                "why": why})
+    entry = CacheEntry.objects.filter(key=jump.cache_key).first()
+    if entry is not None:
+        cache.evict(entry)
+    jump_path(jump).unlink(missing_ok=True)
+    jump.delete()
 
 
 def request_jump(*, from_version: Version, to_version: Version, user: Any = None) -> tuple[JumpDelta | None, Job | None]:

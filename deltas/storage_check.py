@@ -11,7 +11,8 @@ from builds import services as builds_services
 from builds import storage
 from builds.models import Version
 from catalog.models import Game
-from deltas.models import DirectDelta
+from deltas.models import DirectDelta, JumpDelta
+from deltas.services import drop_jump, jump_problem
 from mistcore import safetar
 from mistcore.errors import MistCoreError
 from mistcore.fsutil import copy_stream, sha256_bytes, sha256_file
@@ -101,3 +102,10 @@ def _check_platform(game: Game, platform: str) -> Iterator[str]:
             yield f"delta {delta.dirname}: delta_manifest.json missing"
         elif sha256_file(manifest_file) != delta.manifest_sha256:
             yield f"delta {delta.dirname}: delta_manifest.json differs from the recorded one"
+    # Jump deltas are cache: a damaged one is reported and dropped (the next request makes it again).
+    for jump in JumpDelta.objects.filter(to_version__game=game, to_version__platform=platform,
+                                         status=JumpDelta.Status.READY).select_related("from_version", "to_version"):
+        problem = jump_problem(jump, full=True)
+        if problem:
+            drop_jump(jump, problem)
+            yield f"cached jump {jump.from_version.name} -> {jump.to_version.name}: {problem}; dropped, made again on request"

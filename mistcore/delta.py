@@ -79,7 +79,7 @@ from typing import Any
 
 from mistcore import __version__
 from mistcore.engines import DIRECT_ENGINES, ENGINES, hdiff, hdiffx, windowed, zpatch
-from mistcore.errors import ArchiveError, IntegrityError, ManifestError, UnsafePathError
+from mistcore.errors import ArchiveError, BasisMismatch, IntegrityError, ManifestError, UnsafePathError
 from mistcore.fsutil import (
     _rmtree,
     atomic_dir,
@@ -642,11 +642,11 @@ def _copy_verified(src: Path, dst: Path, *, size: int, sha256: str, what: str) -
     try:
         fin = open_regular(src, what=what)
     except FileNotFoundError:
-        raise IntegrityError(f"{what}: the basis file is missing") from None
+        raise BasisMismatch(f"{what}: the basis file is missing") from None
     with fin, atomic_write(dst) as fout:
         n, digest = copy_stream(fin, fout, limit=size)
         if (n, digest) != (size, sha256):
-            raise IntegrityError(f"{what}: the basis file is not the expected version (SHA-256 mismatch)")
+            raise BasisMismatch(f"{what}: the basis file is not the expected version (SHA-256 mismatch)")
 
 
 def _already_staged(dst: Path, op: DeltaOp) -> bool:
@@ -665,8 +665,13 @@ def apply_delta_to_stage(
     source_root: Path,
     stage_dir: Path,
     progress: Callable[[int], None] | None = None,
+    bad_basis: list[str] | None = None,
 ) -> list[str]:
-    """Write every new or changed file of the delta into ``stage_dir`` (verified); return the paths."""
+    """Write every new or changed file of the delta into ``stage_dir`` (verified); return the paths.
+
+    With ``bad_basis`` (a list), an op whose basis file is missing or not the version the delta was
+    made against (a file modified locally) is skipped and its path appended there, so the caller can
+    fetch just those files another way; otherwise that is an error (BasisMismatch)."""
     delta_dir, source_root, stage_dir = Path(delta_dir), Path(source_root), Path(stage_dir)
     written: list[str] = []
     for op in delta.ops:
@@ -674,40 +679,51 @@ def apply_delta_to_stage(
             continue
         assert op.target_size is not None and op.target_sha256 is not None
         dst = _file_in(stage_dir, op.path)
-        # A stage left by an interrupted run keeps the files it already verified.
-        if not _already_staged(dst, op):
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            if op.op == "copy":
-                assert op.source_path is not None
-                _copy_verified(
-                    _file_in(source_root, op.source_path),
-                    dst,
-                    size=op.target_size,
-                    sha256=op.target_sha256,
-                    what=op.source_path,
-                )
-            else:
-                assert op.blob is not None and op.engine is not None
-                blob = _file_in(delta_dir, op.blob)
-                if not blob.is_file() or blob.stat().st_size != op.blob_size:
-                    raise IntegrityError(f"{op.blob}: blob missing or of the wrong size in the delta")
-                old = _file_in(source_root, op.source_path) if op.source_path else None
-                if old is not None and not old.is_file():
-                    raise IntegrityError(f"{op.source_path}: the basis file is missing")
-                ENGINES[op.engine].apply_file(
-                    old=old,
-                    patch=blob,
-                    out=dst,
-                    expected_size=op.target_size,
-                    expected_sha256=op.target_sha256,
-                    old_sha256=op.source_sha256,
-                    patch_sha256=op.blob_sha256,
-                )
-        os.chmod(dst, 0o755 if op.executable else 0o644)
+        try:
+            _stage_op(op, dst, delta_dir=delta_dir, source_root=source_root)
+        except BasisMismatch:
+            if bad_basis is None:
+                raise
+            bad_basis.append(op.path)
+            continue
         written.append(op.path)
         if progress is not None:
             progress(op.target_size)
     return written
+
+
+def _stage_op(op: DeltaOp, dst: Path, *, delta_dir: Path, source_root: Path) -> None:
+    """Write one op's file into the stage, verified (a stage left by an interrupted run keeps the ones done)."""
+    assert op.target_size is not None and op.target_sha256 is not None
+    if not _already_staged(dst, op):
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if op.op == "copy":
+            assert op.source_path is not None
+            _copy_verified(
+                _file_in(source_root, op.source_path),
+                dst,
+                size=op.target_size,
+                sha256=op.target_sha256,
+                what=op.source_path,
+            )
+        else:
+            assert op.blob is not None and op.engine is not None
+            blob = _file_in(delta_dir, op.blob)
+            if not blob.is_file() or blob.stat().st_size != op.blob_size:
+                raise IntegrityError(f"{op.blob}: blob missing or of the wrong size in the delta")
+            old = _file_in(source_root, op.source_path) if op.source_path else None
+            if old is not None and not old.is_file():
+                raise BasisMismatch(f"{op.source_path}: the basis file is missing")
+            ENGINES[op.engine].apply_file(
+                old=old,
+                patch=blob,
+                out=dst,
+                expected_size=op.target_size,
+                expected_sha256=op.target_sha256,
+                old_sha256=op.source_sha256,
+                patch_sha256=op.blob_sha256,
+            )
+    os.chmod(dst, 0o755 if op.executable else 0o644)
 
 
 def apply_delta_dir(*, delta_dir: Path, install_root: Path, work_dir: Path) -> DeltaManifest:

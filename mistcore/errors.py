@@ -23,6 +23,11 @@ class IntegrityError(MistCoreError):
     """A size or SHA-256 that does not match what was recorded."""
 
 
+class BasisMismatch(IntegrityError):
+    """The file a patch or copy starts from is missing or not the version the delta was made against
+    (modified locally): the op cannot apply, but another route (rdiff against that file) can."""
+
+
 class ArchiveError(MistCoreError):
     """A tar or zstd stream that is corrupt, truncated, hostile or over its size cap."""
 

@@ -6,15 +6,18 @@ install ends byte-identical to the target."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from builds.models import Job, Version
+from builds.models import CacheEntry, Job, Version
 from builds.services import push_version
 from catalog.models import Game
 from deltas.models import JumpDelta
+from deltas.services import jump_path
+from deltas.storage_check import check_game
 from mist.testing.gamedata import make_build, next_version, tree_bytes
 from mist_patcher.tests.test_e2e_live import PASSWORD, Patcher
 
@@ -27,10 +30,9 @@ def _ready(name: str) -> bool:
     return version.status == Version.Status.READY
 
 
-@pytest.fixture
-def five(tmp_path: Path, worker: Any, admin_user: Any) -> dict[str, Path]:
-    builds = {"1.0": make_build(tmp_path / "src" / "1.0", seed=151, big_file_bytes=2_000_000)}
-    names = ["1.0", "2.0", "3.0", "4.0", "5.0"]
+def _push_series(tmp_path: Path, worker: Any, admin_user: Any, count: int, big: int) -> dict[str, Path]:
+    builds = {"1.0": make_build(tmp_path / "src" / "1.0", seed=151, big_file_bytes=big)}
+    names = [f"{n}.0" for n in range(1, count + 1)]
     for step, (old, new) in enumerate(zip(names, names[1:], strict=False), start=1):
         builds[new] = next_version(builds[old], tmp_path / "src" / new, seed=151, step=step)
     game = Game.objects.create(slug="hopper", title="Hopper")
@@ -38,6 +40,11 @@ def five(tmp_path: Path, worker: Any, admin_user: Any) -> dict[str, Path]:
         push_version(game=game, name=name, source=folder, user=admin_user)
         worker.wait_for(lambda n=name: _ready(n), timeout=180, what=f"{name} ready")
     return builds
+
+
+@pytest.fixture
+def five(tmp_path: Path, worker: Any, admin_user: Any) -> dict[str, Path]:
+    return _push_series(tmp_path, worker, admin_user, 5, 2_000_000)
 
 
 def test_jumps_forward_backward_and_again_from_the_cache(five: dict[str, Path], live_server: Any, friend: Any,
@@ -78,3 +85,95 @@ def test_jumps_forward_backward_and_again_from_the_cache(five: dict[str, Path], 
     code, step, _ = p.run("update", "hopper", "--version", "3.0")
     assert step["route"] == "direct"
     assert tree_bytes(install) == tree_bytes(five["3.0"])
+
+
+def _jump(a: str, b: str) -> JumpDelta:
+    return JumpDelta.objects.select_related("from_version", "to_version__game").get(
+        from_version__name=a, to_version__name=b, status="ready")
+
+
+def test_a_damaged_cached_jump_is_dropped_and_made_again_never_applied(tmp_path: Path, worker: Any, admin_user: Any,
+                                                                       live_server: Any, friend: Any) -> None:
+    builds = _push_series(tmp_path, worker, admin_user, 3, 600_000)
+    expected = tree_bytes(builds["1.0"])
+
+    def friend_on_3(n: int) -> Patcher:
+        p = Patcher(tmp_path / f"home{n}", live_server.url)
+        p.run("login", "--username", "friend", "--password-stdin", stdin=PASSWORD + "\n")
+        p.run("install", "hopper", "--version", "3.0", "--platform", "windows")
+        return p
+
+    # a rollback over two versions makes the jump 3.0 -> 1.0 once
+    code, first, _ = friend_on_3(1).run("update", "hopper", "--version", "1.0")
+    assert first["route"] == "jump" and tree_bytes(tmp_path / "home1" / "games" / "hopper") == expected
+    made = _jump("3.0", "1.0")
+    bundle = jump_path(made)
+
+    # truncated: the planner drops it and the worker makes it again; the friend waits and gets the right bytes
+    with open(bundle, "r+b") as fh:
+        fh.truncate(made.bundle_size // 2)
+    code, second, _ = friend_on_3(2).run("update", "hopper", "--version", "1.0")
+    assert second["route"] == "jump", second
+    assert tree_bytes(tmp_path / "home2" / "games" / "hopper") == expected
+    again = _jump("3.0", "1.0")
+    assert again.pk != made.pk and bundle.stat().st_size == again.bundle_size
+
+    # corrupt in place (same size, written to since): detected by its sha256 before anyone is offered it
+    with open(bundle, "r+b") as fh:
+        fh.seek(again.bundle_size // 2)
+        byte = fh.read(1)
+        fh.seek(again.bundle_size // 2)
+        fh.write(bytes([byte[0] ^ 0xFF]))
+    code, third, _ = friend_on_3(3).run("update", "hopper", "--version", "1.0")
+    assert third["route"] == "jump" and tree_bytes(tmp_path / "home3" / "games" / "hopper") == expected
+    rebuilt = _jump("3.0", "1.0")
+    assert rebuilt.pk != again.pk
+
+    # rotted in place with its timestamp kept: the server cannot tell cheaply, the patcher's sha256 check
+    # refuses it (the install stays 3.0, untouched), storage_check finds and drops it, and the retry works
+    stat = bundle.stat()
+    with open(bundle, "r+b") as fh:
+        fh.seek(10)
+        byte = fh.read(1)
+        fh.seek(10)
+        fh.write(bytes([byte[0] ^ 0xFF]))
+    os.utime(bundle, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    fourth = friend_on_3(4)
+    code, refused, err = fourth.run("update", "hopper", "--version", "1.0", ok=False)
+    assert code != 0 and "wrong SHA-256" in refused.get("error", ""), (code, refused, err)
+    assert tree_bytes(tmp_path / "home4" / "games" / "hopper") == tree_bytes(builds["3.0"])
+    problems = list(check_game(rebuilt.to_version.game))
+    assert any("cached jump 3.0 -> 1.0" in line and "corrupt" in line for line in problems), problems
+    assert not JumpDelta.objects.filter(pk=rebuilt.pk).exists()
+    assert not CacheEntry.objects.filter(key=rebuilt.cache_key).exists() and not bundle.exists()
+    code, retried, _ = fourth.run("update", "hopper", "--version", "1.0")
+    assert retried["route"] == "jump" and tree_bytes(tmp_path / "home4" / "games" / "hopper") == expected
+    assert Job.objects.filter(kind=Job.Kind.JUMP_DELTA, status=Job.Status.DONE).count() == 1  # one live job per key
+
+
+def test_a_locally_modified_install_takes_the_jump_and_fetches_only_its_modified_files(
+        tmp_path: Path, worker: Any, admin_user: Any, live_server: Any, friend: Any) -> None:
+    builds = _push_series(tmp_path, worker, admin_user, 3, 600_000)
+    old, new = tree_bytes(builds["3.0"]), tree_bytes(builds["1.0"])
+    changing = sorted(p for p in old if p in new and old[p] != new[p])
+    same = sorted(p for p in old if p in new and old[p] == new[p])
+    assert changing and same
+    p = Patcher(tmp_path / "home", live_server.url)
+    p.run("login", "--username", "friend", "--password-stdin", stdin=PASSWORD + "\n")
+    p.run("install", "hopper", "--version", "3.0", "--platform", "windows")
+    install = p.home / "games" / "hopper"
+    # a mod rewrote a file the jump patches, and another one the jump leaves alone (an update checks the
+    # files it does not touch by size only; `mist-patcher repair` hashes everything)
+    data = old[changing[0]][0]
+    (install / changing[0]).write_bytes(data[:1000] + b"modded" * 500 + data[1000:])
+    (install / same[0]).write_bytes(b"modded" + old[same[0]][0])
+
+    code, result, _ = p.run("update", "hopper", "--version", "1.0")
+    assert result["route"] == "jump", result
+    assert result["modified_locally"] == [changing[0]], result
+    assert result["uploaded_bytes"] > 0  # rdiff signatures of the modified files, not the whole install
+    assert tree_bytes(install) == new
+    jump = _jump("3.0", "1.0")
+    # the jump, plus at most the two modified files (rdiff against the local copies; 64 KiB for the wrappers)
+    assert result["downloaded_bytes"] <= (jump.bundle_size + len(new[changing[0]][0]) + len(new[same[0]][0])
+                                          + (64 << 10)), result

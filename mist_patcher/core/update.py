@@ -56,6 +56,7 @@ class UpdateResult:
     downloaded: int = 0
     uploaded: int = 0
     fetched_whole: list[str] = field(default_factory=list)
+    modified_locally: list[str] = field(default_factory=list)  # left out of the delta, fetched block-level
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
     dry_run: bool = False
@@ -78,6 +79,7 @@ class UpdateResult:
             "downloaded_bytes": self.downloaded,
             "uploaded_bytes": self.uploaded,
             "fetched_whole": self.fetched_whole,
+            "modified_locally": self.modified_locally,
             "notes": self.notes,
             "seconds": round(self.seconds, 3),
             "dry_run": self.dry_run,
@@ -300,12 +302,16 @@ class _Runner:
             raise IntegrityFailure(f"{len(again.damaged)} file(s) are still wrong, e.g. {again.damaged[0]}")
 
     def apply_direct(self, bundles: list[Path], changes: ChangeSet, stage: Path) -> None:
+        """Apply the bundle (or chain of bundles) into the stage. A file the delta cannot start from because
+        it was modified locally (its basis is not the version the delta expects) is left out of the patching
+        and fetched on its own by the indirect route, block-level against the local file."""
         steps = self.plan.get("steps") or []
         chain = len(bundles) > 1
         work = work_dir_for(self.install)
         remove_tree(work)
         work.mkdir(parents=True)
         tree = work / "tree"
+        skipped: set[str] = set()  # paths whose patching was left out (local basis not the expected one)
         if chain:
             # A chain applies each step to the previous one's result: a hardlinked clone of the
             # install is that scratch tree (no copy; mistcore never writes into a file in place).
@@ -325,19 +331,23 @@ class _Runner:
                                       total=sum(op.target_size or 0 for op in delta.ops),
                                       message=f"{delta.from_version} -> {delta.to_version}")
                 meter.report()
+                bad: list[str] = []
                 if chain:
                     step_stage = work / f"stage-{i}"
                     apply_delta_to_stage(delta=delta, delta_dir=unpacked, source_root=tree,
-                                         stage_dir=step_stage, progress=meter.advance)
-                    commit_stage(install_root=tree, stage_dir=step_stage, written=delta.written,
-                                 removed=delta.removed, executable=[op.path for op in delta.ops if op.executable])
+                                         stage_dir=step_stage, progress=meter.advance, bad_basis=bad)
+                    left_out = set(bad)
+                    commit_stage(install_root=tree, stage_dir=step_stage,
+                                 written=[p for p in delta.written if p not in left_out], removed=delta.removed,
+                                 executable=[op.path for op in delta.ops if op.executable and op.path not in left_out])
                     remove_tree(step_stage)
                 else:
                     apply_delta_to_stage(delta=delta, delta_dir=unpacked, source_root=self.install,
-                                         stage_dir=stage, progress=meter.advance)
+                                         stage_dir=stage, progress=meter.advance, bad_basis=bad)
                 meter.finish()
+                skipped.update(bad)
                 for op in delta.ops:
-                    if op.op == "remove":
+                    if op.op == "remove" or op.path in skipped:
                         self.verified.pop(op.path, None)
                     elif op.target_sha256 is not None:
                         self.verified[op.path] = op.target_sha256
@@ -346,12 +356,18 @@ class _Runner:
                 # The end of the chain is the target: move what the update changes into the stage.
                 for rel in changes.written:
                     src = tree.joinpath(*rel.split("/"))
-                    if src.is_file():
+                    if rel not in skipped and src.is_file():
                         dst = stage.joinpath(*rel.split("/"))
                         dst.parent.mkdir(parents=True, exist_ok=True)
                         os.replace(src, dst)
         finally:
             remove_tree(work)
+        local = sorted(skipped & set(changes.written))
+        if local:
+            self.say(f"{len(local)} file(s) were modified locally (e.g. {local[0]}); the delta cannot start from "
+                     "them, so they are fetched block-level against the local copy")
+            self.result.modified_locally.extend(local)
+            self.apply_indirect(local, stage)
 
     def apply_indirect(self, paths: list[str], stage: Path) -> None:
         healed = heal_into_stage(

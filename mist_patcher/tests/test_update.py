@@ -66,13 +66,26 @@ def test_dry_run_and_up_to_date_change_nothing(ctx, fake_server: FakeMist, build
     assert update_game(ctx, slug="space-game").up_to_date
 
 
-def test_direct_update_over_a_locally_modified_file_falls_back_to_indirect(ctx, fake_server, builds) -> None:
+def test_direct_update_over_a_locally_modified_file_fetches_only_that_file_block_level(ctx, fake_server,
+                                                                                       builds) -> None:
     install = Path(install_game(ctx, slug="space-game", version="1.0").path)
     (install / "data" / "level1.pak").write_bytes(b"modded" * 1000)
     result = update_game(ctx, slug="space-game", version="2.0")
-    assert result.route == "indirect"
-    assert any("switching to an indirect update" in n for n in result.notes)
+    # the delta applies to every other file; the modified one goes by rdiff against the local copy
+    assert result.route == "direct", result.notes
+    assert result.modified_locally == ["data/level1.pak"]
+    assert result.uploaded > 0  # its signature went up
+    assert any("modified locally" in n for n in result.notes)
     assert tree_bytes(install) == tree_bytes(builds["2.0"])
+
+
+def test_a_chain_over_a_locally_modified_file_leaves_it_out_of_every_step(ctx, fake_server, builds) -> None:
+    install = Path(install_game(ctx, slug="space-game", version="1.0").path)
+    (install / "data" / "level1.pak").write_bytes(b"modded" * 1000)
+    result = update_game(ctx, slug="space-game", version="3.0")
+    assert result.route == "direct" and result.steps == 2, result.notes
+    assert "data/level1.pak" in result.modified_locally
+    assert tree_bytes(install) == tree_bytes(builds["3.0"])
 
 
 def test_update_heals_an_untouched_file_the_user_deleted(ctx, fake_server, builds) -> None:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import hdiffpatch
 
-from mistcore.errors import IntegrityError, PatchError
+from mistcore.errors import BasisMismatch, IntegrityError, PatchError
 from mistcore.fsutil import atomic_write, sha256_bytes
 
 NAME = "hdiff"
@@ -180,10 +180,10 @@ def apply_in_memory(
     # Sizes from the header first: a wrong (or huge) basis is refused before it is read into memory.
     _, old_size = read_header(patch_bytes)
     if os.path.getsize(old) != old_size:
-        raise IntegrityError(f"{old}: patch expects a {old_size}-byte basis, the basis is not the expected version")
+        raise BasisMismatch(f"{old}: patch expects a {old_size}-byte basis, the basis is not the expected version")
     old_bytes = Path(old).read_bytes()
     if old_sha256 is not None and sha256_bytes(old_bytes) != old_sha256:
-        raise IntegrityError(f"{old}: the basis file is not the expected version (SHA-256 mismatch)")
+        raise BasisMismatch(f"{old}: the basis file is not the expected version (SHA-256 mismatch)")
     result = apply_bytes(old_bytes, patch_bytes, expected_size=expected_size)
     del patch_bytes, old_bytes
     if hashlib.sha256(result).hexdigest() != expected_sha256:

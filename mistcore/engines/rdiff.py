@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pyrsync
 
-from mistcore.errors import IntegrityError, PatchError, SignatureError
+from mistcore.errors import BasisMismatch, IntegrityError, PatchError, SignatureError
 from mistcore.fsutil import _temp_name, atomic_write, fsync_dir, open_regular, sha256_file
 
 NAME = "rdiff"
@@ -153,7 +153,7 @@ def patch_file(
 ) -> None:
     """Apply an rdiff delta in a child process (timeout, output cap); rename ``out`` into place if verified."""
     if basis_sha256 is not None and sha256_file(basis) != basis_sha256:
-        raise IntegrityError(f"{basis}: the basis file is not the expected version (SHA-256 mismatch)")
+        raise BasisMismatch(f"{basis}: the basis file is not the expected version (SHA-256 mismatch)")
     with open(delta, "rb") as f:
         head = f.read(4)
     if len(head) != 4 or struct.unpack(">I", head)[0] != DELTA_MAGIC:

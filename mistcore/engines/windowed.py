@@ -51,7 +51,7 @@ from typing import BinaryIO
 import pyrsync
 
 from mistcore.engines.hdiff import apply_bytes, diff_bytes
-from mistcore.errors import IntegrityError, PatchError
+from mistcore.errors import BasisMismatch, IntegrityError, PatchError
 from mistcore.fsutil import atomic_write, sha256_file
 
 NAME = "hdiff-window"
@@ -247,7 +247,7 @@ def apply_file(
 ) -> None:
     """Apply a windowed patch window by window; write ``out`` atomically only if size and SHA-256 match."""
     if old_sha256 is not None and sha256_file(old) != old_sha256:
-        raise IntegrityError(f"{old}: the basis file is not the expected version (SHA-256 mismatch)")
+        raise BasisMismatch(f"{old}: the basis file is not the expected version (SHA-256 mismatch)")
     if patch_sha256 is not None and sha256_file(patch) != patch_sha256:
         raise IntegrityError(f"{patch}: patch file is corrupt (SHA-256 mismatch)")
     actual_old_size = os.path.getsize(old)
@@ -261,7 +261,7 @@ def apply_file(
         if new_size != expected_size:
             raise PatchError(f"{patch}: patch declares {new_size} output bytes, expected {expected_size}")
         if old_size != actual_old_size:
-            raise IntegrityError(f"{old}: basis has {actual_old_size} bytes, the patch expects {old_size}")
+            raise BasisMismatch(f"{old}: basis has {actual_old_size} bytes, the patch expects {old_size}")
         if count != -(-new_size // window):
             raise PatchError(f"{patch}: {count} windows cannot make {new_size} bytes")
         digest = hashlib.sha256()

@@ -27,7 +27,7 @@ from typing import IO, cast
 import zstandard
 
 from mistcore.engines import hdiff
-from mistcore.errors import ArchiveError, IntegrityError, PatchError
+from mistcore.errors import ArchiveError, BasisMismatch, IntegrityError, PatchError
 from mistcore.fsutil import CHUNK, HashingWriter, atomic_write, sha256_bytes
 from mistcore.zstdio import BoundedZstdReader
 
@@ -174,7 +174,7 @@ def apply_file(
         if len(old_bytes) != old_size:
             raise IntegrityError(f"{old}: the basis file changed while it was being read")
         if old_sha256 is not None and sha256_bytes(old_bytes) != old_sha256:
-            raise IntegrityError(f"{old}: the basis file is not the expected version (SHA-256 mismatch)")
+            raise BasisMismatch(f"{old}: the basis file is not the expected version (SHA-256 mismatch)")
         with atomic_write(out) as fout:
             result = HashingWriter(fout, limit=expected_size)
             _decode(old_bytes, cast(IO[bytes], fin), result, expected_size=expected_size)

@@ -1,0 +1,246 @@
+"""Item 11 (issue 15): switching between two versions, every route, against the best tool between exactly those two.
+
+For each move A -> B (forward and backward, over 1, 2 and 4 versions of a generated game with five
+versions; over 1 and 2 releases of pygame-ce 2.5.5 / 2.5.6 / 2.5.7) it measures what each route of
+the update planner would download:
+
+- ``jump``: one Mist direct delta between exactly A and B (what the worker makes on demand, with the
+  push-time engines; ``python -m bench.probe delta``, so its build time is measured too);
+- ``chain``: the push-time deltas of the consecutive versions from A to B (forward only: Mist keeps no
+  reverse patches, so a backward move has no chain);
+- ``indirect``: librsync signatures of A's changed files up, the rdiff bundle down (mistcore.indirect);
+- ``full``: B's full ``.tar.zst`` at the server's archive level;
+
+each as a ratio to the **best single tool** between exactly A and B: the smallest total of xdelta3 -9,
+bsdiff and zstd -19 --long --patch-from over the files that differ (a file B adds is diffed against an
+empty file, i.e. compressed). The jump's generation time is compared with the mean time of the
+push-time (consecutive) deltas of the same data. Both trees are on disk here: the server's chain replay
+before a jump (rebuilding A or B from the base) is not in these times.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from bench import gamegen, tools
+from bench.report import Row, mb
+from mistcore import delta as mdelta
+from mistcore import indirect as mindirect
+from mistcore.manifest import Manifest, scan_directory
+from mistcore.safetar import pack_tar_zst
+
+if TYPE_CHECKING:
+    from bench.items import Context
+
+# Bump when the data written here changes, so the cached versions are rebuilt.
+SWITCH_GEN = 1
+SWITCH_BYTES = {True: 40_000_000, False: 200_000_000}  # --quick, full run
+SWITCH_SEED = 11
+JUMP_TARGET = 1.1
+TIME_TARGET = 2.0
+
+
+@dataclass
+class Series:
+    """Versions of one game, oldest first, each a folder."""
+
+    name: str
+    versions: list[tuple[str, Path]]
+    note: str
+
+    def root(self, name: str) -> Path:
+        return dict(self.versions)[name]
+
+    def index(self, name: str) -> int:
+        return [n for n, _ in self.versions].index(name)
+
+
+def generated_series(ctx: Context, *, quick: bool) -> Series:
+    """A generated game and four next versions (each edits ~10% of the bytes), cached between runs."""
+    size = SWITCH_BYTES[quick]
+    base = ctx.work / "data" / f"switch-{size // 1_000_000}M"
+    stamp = base / "stamp.json"
+    want = {"gen": SWITCH_GEN, "gamegen": _gamegen_version(), "bytes": size, "seed": SWITCH_SEED}
+    names = [f"{n}.0" for n in range(1, 6)]
+    if stamp.is_file() and json.loads(stamp.read_text()).get("params") == want:
+        return Series(f"gen-{size // 1_000_000}M x5", [(n, base / n) for n in names], json.loads(stamp.read_text())["note"])
+    shutil.rmtree(base, ignore_errors=True)
+    base.mkdir(parents=True)
+    ctx.say(f"  generating a {mb(size)} game with five versions in {base}")
+    spec = gamegen.make_spec(size, seed=SWITCH_SEED)
+    gamegen.write_tree(spec, base / names[0])
+    for step, (old, new) in enumerate(zip(names, names[1:], strict=False), start=1):
+        nxt = gamegen.next_spec(spec, step=step, change_fraction=0.1)
+        gamegen.write_tree(nxt, base / new, previous=(spec, base / old))
+        spec = nxt
+    note = f"{len(spec.files)} files in 5.0; each version edits ~10% of the bytes"
+    stamp.write_text(json.dumps({"params": want, "note": note}))
+    return Series(f"gen-{size // 1_000_000}M x5", [(n, base / n) for n in names], note)
+
+
+def _gamegen_version() -> int:
+    from bench.items import GEN_VERSION
+
+    return GEN_VERSION
+
+
+def pygame_series(ctx: Context) -> Series | None:
+    """pygame-ce 2.5.5, 2.5.6 and 2.5.7 (bench/get_release_pair.sh fetches all three)."""
+    pair = ctx.pygame()
+    if pair is None:
+        return None
+    older = pair.old.parent / "older"
+    if not older.is_dir():
+        ctx.note("pygame-ce 2.5.5 missing (run bench/get_release_pair.sh again): real-data switch rows skipped")
+        return None
+    return Series("pygame-ce", [("2.5.5", older), ("2.5.6", pair.old), ("2.5.7", pair.new)],
+                  "pygame-ce 2.5.5, 2.5.6 and 2.5.7 wheels, unzipped")
+
+
+@dataclass
+class Built:
+    bundle_size: int
+    seconds: float
+
+
+class Measure:
+    """Deltas, archives and tool runs of one series, each made once."""
+
+    def __init__(self, ctx: Context, series: Series) -> None:
+        self.ctx = ctx
+        self.series = series
+        self.work = ctx.work / "switch" / series.name.replace(" ", "_")
+        shutil.rmtree(self.work, ignore_errors=True)
+        self.work.mkdir(parents=True)
+        self._deltas: dict[tuple[str, str], Built] = {}
+        self._archives: dict[str, int] = {}
+        self._manifests: dict[str, Manifest] = {}
+
+    def manifest(self, name: str) -> Manifest:
+        if name not in self._manifests:
+            self._manifests[name] = scan_directory(self.series.root(name), version=name)
+        return self._manifests[name]
+
+    def delta(self, a: str, b: str) -> Built:
+        """A Mist direct delta between exactly A and B, bundled as the server serves it."""
+        if (a, b) not in self._deltas:
+            from bench.items import last_json, probe
+
+            out = self.work / f"{a}__{b}"
+            m = probe(self.ctx, "delta", self.series.root(a), self.series.root(b), out,
+                      log_name=f"switch-{self.series.name.split()[0]}-{a}-{b}")
+            seconds = float(last_json(m)["build_seconds"])
+            size, _ = mdelta.bundle_delta(delta_dir=out, dst=out.with_suffix(".tar.zst"))
+            shutil.rmtree(out, ignore_errors=True)
+            out.with_suffix(".tar.zst").unlink(missing_ok=True)
+            self._deltas[(a, b)] = Built(size, seconds)
+        return self._deltas[(a, b)]
+
+    def archive(self, name: str) -> int:
+        if name not in self._archives:
+            size, _ = pack_tar_zst(root=self.series.root(name), paths=None, dst=self.work / f"{name}.tar.zst",
+                                   level=10, threads=2)
+            (self.work / f"{name}.tar.zst").unlink(missing_ok=True)
+            self._archives[name] = size
+        return self._archives[name]
+
+    def differing(self, a: str, b: str) -> tuple[list[str], list[str]]:
+        """(paths in both whose content differs, paths only in B)."""
+        old, new = self.manifest(a).by_path(), self.manifest(b).by_path()
+        changed = sorted(p for p, r in new.items() if p in old and old[p].sha256 != r.sha256)
+        added = sorted(p for p in new if p not in old)
+        return changed, added
+
+    def best_tool(self, a: str, b: str) -> tuple[str, int, str]:
+        """(tool, bytes, listing): the smallest total of one tool over every file that differs from A to B."""
+        changed, added = self.differing(a, b)
+        empty = self.work / "empty"
+        empty.write_bytes(b"")
+        old_root, new_root = self.series.root(a), self.series.root(b)
+        pairs = [(p, old_root / p, new_root / p) for p in changed] + [(p, empty, new_root / p) for p in added]
+        totals = tools.per_file_totals(pairs, scratch=self.work)
+        complete = {n: t for n, t in totals.items() if t.complete}
+        listing = ", ".join(f"{n.split()[0]} {mb(t.total)}" + ("" if t.complete else " (incomplete)")
+                            for n, t in totals.items())
+        if not complete:
+            return "", 0, listing
+        name, best = min(complete.items(), key=lambda kv: kv[1].total)
+        return name.split()[0], best.total, listing
+
+    def indirect(self, a: str, b: str) -> int:
+        """Signatures of A's differing files up plus the rdiff bundle down (the unknown-basis route)."""
+        changed, added = self.differing(a, b)
+        paths = changed + added
+        with tempfile.TemporaryDirectory(dir=self.work, prefix="indirect-") as tmp_name:
+            tmp = Path(tmp_name)
+            sig_size, _ = mindirect.signature_set(root=self.series.root(a), paths=paths, out_tar=tmp / "sigs.tar")
+            sigs = mindirect.read_signature_set(src=tmp / "sigs.tar", dest_dir=tmp / "sigs",
+                                                allowed_paths=set(paths), max_bytes=512 << 20)
+            mindirect.build_indirect_bundle(signatures=sigs, basis_info=sigs.basis_info,
+                                            target_root=self.series.root(b), target_manifest=self.manifest(b),
+                                            paths=paths, out=tmp / "bundle.tar.zst")
+            return sig_size + (tmp / "bundle.tar.zst").stat().st_size
+
+
+def moves(series: Series, distances: tuple[int, ...], *, to_newest: bool) -> list[tuple[str, str]]:
+    """Forward moves over each distance (from the oldest version, or into the newest), then the same backward."""
+    names = [n for n, _ in series.versions]
+    if to_newest:
+        forward = [(names[-1 - d], names[-1]) for d in distances if d < len(names)]
+    else:
+        forward = [(names[0], names[d]) for d in distances if d < len(names)]
+    return forward + [(b, a) for a, b in forward]
+
+
+def measure_series(ctx: Context, series: Series, distances: tuple[int, ...], *, to_newest: bool = False) -> None:
+    m = Measure(ctx, series)
+    names = [n for n, _ in series.versions]
+    push_times = [m.delta(a, b).seconds for a, b in zip(names, names[1:], strict=False)]
+    push_mean = statistics.mean(push_times)
+    for a, b in moves(series, distances, to_newest=to_newest):
+        started = time.perf_counter()
+        jump = m.delta(a, b)
+        tool, best, listing = m.best_tool(a, b)
+        i, j = series.index(a), series.index(b)
+        chain = sum(m.delta(x, y).bundle_size for x, y in zip(names[i:j], names[i + 1:j + 1], strict=False)) if j > i else None
+        indirect = m.indirect(a, b)
+        full = m.archive(b)
+        direction = "forward" if j > i else "backward"
+        figure = f"jump {a} -> {b} ({direction} {abs(j - i)}) / best tool"
+        if not best:
+            ctx.row(Row("11", figure, series.name, None, f"<= {JUMP_TARGET}", None,
+                        f"no tool complete ({listing}); {tools.missing_message(['xdelta3', 'bsdiff', 'zstd'])}"))
+            continue
+
+        def r(x: int, best: int = best) -> str:
+            return f"{x / best:.2f}x"
+
+        routes = [f"jump {mb(jump.bundle_size)} ({r(jump.bundle_size)})"]
+        routes.append(f"chain {mb(chain)} ({r(chain)}, {j - i} bundles)" if chain is not None
+                      else "chain: none backward (no reverse patches kept)")
+        routes.append(f"indirect {mb(indirect)} ({r(indirect)})")
+        routes.append(f"full {mb(full)} ({r(full)})")
+        ratio = jump.bundle_size / best
+        ctx.row(Row("11", figure, series.name, ratio, f"<= {JUMP_TARGET}", ratio <= JUMP_TARGET,
+                    f"best {tool} {mb(best)} ({listing}); " + "; ".join(routes)
+                    + f"; measured in {time.perf_counter() - started:.0f}s"))
+        t_ratio = jump.seconds / max(push_mean, 1e-6)
+        ctx.row(Row("11", f"  jump {a} -> {b} generation time / push-time delta time", series.name, t_ratio,
+                    f"<= {TIME_TARGET}", t_ratio <= TIME_TARGET,
+                    f"jump {jump.seconds:.2f}s vs mean push-time delta {push_mean:.2f}s "
+                    f"({', '.join(f'{s:.2f}' for s in push_times)}); chain replay not included"))
+    shutil.rmtree(m.work, ignore_errors=True)
+
+
+def item11(ctx: Context) -> None:
+    measure_series(ctx, generated_series(ctx, quick=ctx.quick), (1, 2, 4))
+    real = pygame_series(ctx)
+    if real is not None:
+        measure_series(ctx, real, (1, 2), to_newest=True)  # 2.5.6 -> 2.5.7 and 2.5.5 -> 2.5.7, and back
