@@ -96,3 +96,30 @@ def worker(transactional_db: None, tmp_path: Path) -> Iterator[Any]:
         yield cluster
     finally:
         cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A real S3-compatible server (moto's standalone server) on loopback for the whole session."""
+    from mist.testing.s3 import S3Server, moto_command
+
+    if moto_command() is None:
+        pytest.skip("moto[server] is not installed: the object storage tests need it (./dev setup installs it)")
+    server = S3Server(tmp_path_factory.mktemp("s3") / "moto.log").start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_storage(settings: Any, s3_server: Any) -> dict[str, str]:
+    """MIST_STORAGE=s3 on a fresh bucket of the session's server (the worker fixture passes it on)."""
+    from builds import objectstore
+
+    values = s3_server.settings_for(s3_server.new_bucket())
+    for name, value in values.items():
+        setattr(settings, name, value)
+    settings.MIST_S3_PART_BYTES = 5 * 1024**2  # the smallest S3 allows: several parts even for small test files
+    objectstore._client_for.cache_clear()
+    return values

@@ -108,6 +108,7 @@ def pygame_series(ctx: Context) -> Series | None:
 class Built:
     bundle_size: int
     seconds: float
+    sources: dict[str, str]  # new path -> the old path Mist patched or copied it from
 
 
 class Measure:
@@ -137,10 +138,13 @@ class Measure:
             m = probe(self.ctx, "delta", self.series.root(a), self.series.root(b), out,
                       log_name=f"switch-{self.series.name.split()[0]}-{a}-{b}")
             seconds = float(last_json(m)["build_seconds"])
+            manifest = mdelta.DeltaManifest.from_json((out / mdelta.MANIFEST_NAME).read_bytes())
             size, _ = mdelta.bundle_delta(delta_dir=out, dst=out.with_suffix(".tar.zst"))
             shutil.rmtree(out, ignore_errors=True)
             out.with_suffix(".tar.zst").unlink(missing_ok=True)
-            self._deltas[(a, b)] = Built(size, seconds)
+            # The basis Mist chose for each file B has under a new name (renamed, or similar): the tools get the same.
+            sources = {op.path: op.source_path for op in manifest.ops if op.source_path and op.op != "remove"}
+            self._deltas[(a, b)] = Built(size, seconds, sources)
         return self._deltas[(a, b)]
 
     def archive(self, name: str) -> int:
@@ -159,20 +163,28 @@ class Measure:
         return changed, added
 
     def best_tool(self, a: str, b: str) -> tuple[str, int, str]:
-        """(tool, bytes, listing): the smallest total of one tool over every file that differs from A to B."""
+        """(tool, bytes, listing): the smallest total of one tool over every file that differs from A to B.
+
+        A file B has under a path A lacks is diffed against the basis Mist's similar-file matching chose
+        (so renames cost the tools what they cost Mist); one with no basis at all is zstd -19 for every
+        tool (none can do better than compress it)."""
         changed, added = self.differing(a, b)
-        empty = self.work / "empty"
-        empty.write_bytes(b"")
+        sources = self.delta(a, b).sources
         old_root, new_root = self.series.root(a), self.series.root(b)
-        pairs = [(p, old_root / p, new_root / p) for p in changed] + [(p, empty, new_root / p) for p in added]
+        pairs = [(p, old_root / p, new_root / p) for p in changed]
+        pairs += [(p, old_root / sources[p], new_root / p) for p in added if p in sources]
+        no_basis = [new_root / p for p in added if p not in sources]
+        whole, _ = tools.zstd_cli_compress(no_basis, scratch=self.work) if no_basis else (0, 0.0)
         totals = tools.per_file_totals(pairs, scratch=self.work)
         complete = {n: t for n, t in totals.items() if t.complete}
-        listing = ", ".join(f"{n.split()[0]} {mb(t.total)}" + ("" if t.complete else " (incomplete)")
+        listing = ", ".join(f"{n.split()[0]} {mb(t.total + whole)}" + ("" if t.complete else " (incomplete)")
                             for n, t in totals.items())
+        if no_basis:
+            listing += f"; {len(no_basis)} new files zstd -19 {mb(whole)} in each"
         if not complete:
             return "", 0, listing
         name, best = min(complete.items(), key=lambda kv: kv[1].total)
-        return name.split()[0], best.total, listing
+        return name.split()[0], best.total + whole, listing
 
     def indirect(self, a: str, b: str) -> int:
         """Signatures of A's differing files up plus the rdiff bundle down (the unknown-basis route)."""
@@ -235,7 +247,8 @@ def measure_series(ctx: Context, series: Series, distances: tuple[int, ...], *, 
         ctx.row(Row("11", f"  jump {a} -> {b} generation time / push-time delta time", series.name, t_ratio,
                     f"<= {TIME_TARGET}", t_ratio <= TIME_TARGET,
                     f"jump {jump.seconds:.2f}s vs mean push-time delta {push_mean:.2f}s "
-                    f"({', '.join(f'{s:.2f}' for s in push_times)}); chain replay not included"))
+                    f"({', '.join(f'{s:.2f}' for s in push_times)}); the {abs(j - i)} push-time deltas between "
+                    f"them took {sum(push_times[min(i, j):max(i, j)]):.2f}s; chain replay not included"))
     shutil.rmtree(m.work, ignore_errors=True)
 
 

@@ -14,7 +14,7 @@ from django.conf import settings
 from django.db.models import Sum
 from django.utils import timezone
 
-from builds import storage
+from builds import objectstore, storage
 from builds.models import CacheEntry
 
 logger = logging.getLogger("mist.cache")
@@ -54,7 +54,11 @@ def _remove_path(path: Path) -> None:
 
 
 def evict(entry: CacheEntry) -> None:
-    _remove_path(storage.cache_root() / entry.relpath)
+    path = storage.cache_root() / entry.relpath
+    is_file = not path.is_dir()
+    _remove_path(path)
+    if is_file:
+        objectstore.delete(path)  # MIST_STORAGE=s3: an evicted archive or bundle leaves the bucket too
     entry.delete()
 
 

@@ -26,7 +26,7 @@ from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from builds import storage
+from builds import objectstore, storage
 from builds.jobs import ensure_job
 from builds.launch import replace_options
 from builds.locks import BackupInProgress, push_lock
@@ -417,7 +417,21 @@ def make_base_archive(*, version: Version) -> dict[str, Any]:
             raise BuildError(f"the tree of {version} is missing from the storage; cannot make its base archive")
         paths = list(version.files.values_list("path", flat=True))
         safetar.pack_tar_zst(root=tree, paths=paths, dst=path, level=19, threads=2)
+    publish_manifest(version=version)
+    objectstore.publish(path)  # MIST_STORAGE=s3: the base of every chain replay, in the bucket
     return {"base_archive": str(path.relative_to(storage.storage_root())), "size": path.stat().st_size}
+
+
+def publish_manifest(*, version: Version) -> None:
+    """MIST_STORAGE=s3: the version's manifest file in the bucket (rebuilt from the database if it is gone)."""
+    if not objectstore.enabled():
+        return
+    path = storage.manifest_path(version.game.slug, version.platform, version.name)
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_write(path) as fh:
+            fh.write(read_manifest(version=version).to_json())
+    objectstore.publish(path, sha256=version.manifest_sha256 or None)
 
 
 def mark_processing(*, version: Version) -> None:

@@ -25,7 +25,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from builds import cache, storage
+from builds import cache, objectstore, storage
 from builds import services as builds_services
 from builds.jobs import JobFailed, ensure_job, job_payload
 from builds.locks import BackupInProgress, push_lock
@@ -118,6 +118,9 @@ def make_direct_delta(*, to_version: Version) -> DirectDelta:
         )
     bundle_size, bundle_sha = mdelta.bundle_delta(delta_dir=out_dir, dst=bundle)
     manifest_sha = sha256_file(out_dir / mdelta.MANIFEST_NAME)
+    # MIST_STORAGE=s3: the bundle (the delta folder is rebuilt from it where it is missing) and the manifest.
+    objectstore.publish(bundle, sha256=bundle_sha, size=bundle_size)
+    builds_services.publish_manifest(version=to_version)
     counts: dict[str, int] = {}
     for op in manifest.ops:
         counts[op.op] = counts.get(op.op, 0) + 1
@@ -297,13 +300,15 @@ def _replay(version: Version) -> Path:
             else:
                 base = chain[0]
                 archive = storage.base_archive_path(game.slug, base.platform, base.name)
-                if not archive.is_file():
+                if not objectstore.ensure_local(archive):  # s3: fetched from the bucket if the disk lacks it
                     raise DeltaError(f"the base archive of {game.slug} ({archive.name}) is missing")
                 safetar.extract_tar_zst(src=archive, dest=tmp, max_total_bytes=base.total_size)
                 _verify_tree(tmp, builds_services.read_manifest(version=base))
                 steps = chain[1:]
             for step in steps:
                 delta_dir = storage.delta_dir(game.slug, step.platform, step.parent.name, step.name)
+                if not (delta_dir / mdelta.MANIFEST_NAME).is_file():
+                    _delta_dir_from_bundle(step)  # s3: unpacked from the bucket's bundle if the disk lacks it
                 if not (delta_dir / mdelta.MANIFEST_NAME).is_file():
                     raise DeltaError(f"the direct delta {step.parent.name} -> {step.name} is missing")
                 step_work = work / step.name
@@ -315,6 +320,24 @@ def _replay(version: Version) -> Path:
     cache.register(key=f"version:{version.pk}", path=target, size=version.total_size)
     logger.info("version reconstructed", extra={"game": game.slug, "version": version.name, "steps": len(chain)})
     return target
+
+
+def _delta_dir_from_bundle(step: Version) -> None:
+    """Rebuild a missing delta folder from its bundle (MIST_STORAGE=s3: fetched from the bucket, verified)."""
+    delta = DirectDelta.objects.filter(from_version=step.parent, to_version=step, status=DirectDelta.Status.READY).first()
+    if delta is None or step.parent is None:
+        return
+    slug, platform = step.game.slug, step.platform
+    bundle = storage.delta_bundle_path(slug, platform, step.parent.name, step.name)
+    if not objectstore.ensure_local(bundle, sha256=delta.bundle_sha256, size=delta.bundle_size):
+        return
+    folder = storage.delta_dir(slug, platform, step.parent.name, step.name)
+    with atomic_dir(folder, replace=True) as tmp:
+        tmp.rmdir()
+        mdelta.unpack_bundle(src=bundle, dest=tmp, max_total_bytes=2 * delta.bundle_size + step.total_size + (64 << 20))
+    if delta.manifest_sha256 and sha256_file(folder / mdelta.MANIFEST_NAME) != delta.manifest_sha256:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise DeltaError(f"the direct delta {step.parent.name} -> {step.name} from its bundle has another manifest")
 
 
 def _verify_tree(root: Path, manifest: Manifest) -> None:
@@ -416,6 +439,7 @@ def make_indirect_bundle(*, job: Job) -> dict[str, Any]:
     )
     size = out.stat().st_size
     sha = sha256_file(out)
+    objectstore.publish(out, sha256=sha, size=size)
     cache.register(key=f"indirect:{job.pk}", path=out, size=size, sha256=sha)
     shutil.rmtree(upload_dir, ignore_errors=True)
     return {
@@ -560,6 +584,7 @@ def make_jump_delta(*, from_version: Version, to_version: Version) -> JumpDelta:
     seconds = time.monotonic() - started
     # The cache entry first, then READY: a planner that sees READY always finds the entry (ready_jump
     # treats a READY row without one as evicted and drops it).
+    objectstore.publish(bundle, sha256=sha, size=size)
     jump, _ = JumpDelta.objects.get_or_create(from_version=from_version, to_version=to_version)
     cache.register(key=jump.cache_key, path=bundle, size=size, sha256=sha)
     JumpDelta.objects.filter(pk=jump.pk).update(
@@ -837,5 +862,6 @@ def _remove_locked(*, version: Version, force: bool) -> RemoveResult:
             shutil.rmtree(path, ignore_errors=True)
         else:
             path.unlink(missing_ok=True)
+            objectstore.delete(path)  # MIST_STORAGE=s3: the bucket's copy goes too
     logger.info("version removed", extra={"game": slug, "version": version.name})
     return result

@@ -32,7 +32,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.crypto import constant_time_compare, salted_hmac
 
-from builds import cache, storage
+from builds import cache, objectstore, storage
 from builds.access import visible_game, visible_version, visible_versions
 from builds.jobs import JobFailed, ensure_job, retry_job
 from builds.models import CacheEntry, FileEntry, Job, Version
@@ -450,6 +450,7 @@ def build_archive(*, version: Version) -> FullArchive:
     size, sha256 = safetar.pack_tar_zst(
         root=tree, paths=[p for p, _ in entries], dst=dst, level=ARCHIVE_LEVEL, threads=ARCHIVE_THREADS
     )
+    objectstore.publish(dst, sha256=sha256, size=size)  # MIST_STORAGE=s3: downloads are presigned URLs of this
     latest = _latest_ready(game, version.platform)
     pinned = latest is not None and latest.pk == version.pk
     key = f"archive:{version.pk}"

@@ -1,9 +1,9 @@
 """HTTP responses for one resolved artifact: ranges, HEAD, X-Accel-Redirect or a bounded stream.
 
-Django never reads a whole artifact into memory: with MIST_ACCEL_REDIRECT nginx sends the bytes
-(and does the ranges itself); otherwise a `FileResponse` streams a `RangeFile`, which reads at
-most the requested range in `BLOCK_SIZE` pieces and reports how much it handed out when the
-server closes it.
+Django never reads a whole artifact into memory: with MIST_STORAGE=s3 the object store sends the bytes
+of archives and bundles (a 302 to a presigned URL); with MIST_ACCEL_REDIRECT nginx sends them (and does
+the ranges itself); otherwise a `FileResponse` streams a `RangeFile`, which reads at most the requested
+range in `BLOCK_SIZE` pieces and reports how much it handed out when the server closes it.
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ from typing import IO, Any
 from urllib.parse import quote
 
 from django.conf import settings
-from django.http import FileResponse, HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
+from django.http import FileResponse, HttpRequest, HttpResponse, HttpResponseBase, HttpResponseRedirect, JsonResponse
 
+from builds import objectstore
 from downloads import services
 from downloads.ranges import RangeDecision, RangeKind, decide
 from downloads.services import Artifact
@@ -131,8 +132,19 @@ def _check_on_disk(artifact: Artifact) -> str | None:
     return None
 
 
+# What lives in the bucket with MIST_STORAGE=s3 (single files of a version tree are served from the disk).
+OBJECT_KINDS = ("archive", "direct", "indirect")
+
+
 def serve_artifact(request: HttpRequest, *, artifact: Artifact, user: Any) -> HttpResponseBase:
     """Answer GET or HEAD for an artifact the user may have."""
+    if objectstore.enabled() and artifact.kind in OBJECT_KINDS:
+        if objectstore.redirects():
+            return _object_redirect(request, artifact=artifact, user=user)
+        try:  # MIST_S3_PROXY: served from the local disk, fetched from the bucket first if need be
+            objectstore.ensure_local(artifact.path, sha256=artifact.sha256, size=artifact.size)
+        except objectstore.ObjectStoreError as exc:
+            return missing(artifact, str(exc))
     problem = _check_on_disk(artifact)
     if problem:
         return missing(artifact, problem)
@@ -158,6 +170,39 @@ def serve_artifact(request: HttpRequest, *, artifact: Artifact, user: Any) -> Ht
     if settings.MIST_ACCEL_REDIRECT:
         return _accel_response(artifact=artifact, decision=decision, user=user, client=client)
     return _stream_response(artifact=artifact, decision=decision, user=user, client=client)
+
+
+def _object_redirect(request: HttpRequest, *, artifact: Artifact, user: Any) -> HttpResponseBase:
+    """302 to a short-lived presigned URL of the artifact's object; the client resumes with Range against it.
+
+    `X-Mist-SHA256` and `X-Mist-Size` say what the object must be; `X-Mist-Object-ETag` is the object's own
+    strong ETag, for the client's If-Range against the object store (which knows nothing of our sha256)."""
+    try:
+        info = objectstore.head(objectstore.key_for(artifact.path))
+        if info is None and _check_on_disk(artifact) is None:
+            # Made before the switch to the bucket (or its upload was lost): publish it now, then redirect.
+            info = objectstore.publish(artifact.path, sha256=artifact.sha256, size=artifact.size)
+        if info is None:
+            return missing(artifact, "not in the bucket and not on the local disk")
+        if info.size != artifact.size or (info.sha256 and info.sha256 != artifact.sha256):
+            return missing(artifact, f"the bucket's object has {info.size} bytes, sha256 {info.sha256[:12]}...; "
+                                     f"recorded {artifact.size}, {artifact.sha256[:12]}...")
+        url = objectstore.presigned_url(artifact.path, filename=artifact.filename, content_type=artifact.content_type)
+    except objectstore.ObjectStoreError as exc:
+        return missing(artifact, str(exc))
+    response = HttpResponseRedirect(url)
+    response["X-Mist-SHA256"] = artifact.sha256
+    response["X-Mist-Size"] = str(artifact.size)
+    response["X-Mist-Object-ETag"] = info.etag
+    response["Cache-Control"] = "private, no-store"  # the URL expires: never cache the redirect
+    if request.method == "GET":
+        decision = decide(range_header=request.headers.get("Range"), if_range=None, size=artifact.size,
+                          etag=artifact.etag)
+        services.touch_artifact(artifact=artifact)
+        client = request.headers.get("User-Agent", "")
+        services.start_download(user=user, artifact=artifact, decision=decision, via_accel=True,
+                                client=f"{client} (object store)"[:200])
+    return response
 
 
 def _accel_response(*, artifact: Artifact, decision: RangeDecision, user: Any, client: str) -> HttpResponse:

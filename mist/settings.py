@@ -56,6 +56,26 @@ CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 MIST_STORAGE_ROOT = Path(env.str("MIST_STORAGE_ROOT", default=str(VAR_DIR / "storage")))
 MIST_CACHE_ROOT = Path(env.str("MIST_CACHE_ROOT", default=str(VAR_DIR / "cache")))
 MIST_CACHE_BUDGET_BYTES = env.int("MIST_CACHE_BUDGET_BYTES", default=50 * 1024**3)
+# Object storage (builds/objectstore.py): "filesystem" keeps everything under MIST_STORAGE_ROOT; "s3" also writes
+# every immutable artifact (base archives, manifests, delta/jump/indirect bundles, full archives) to an
+# S3-compatible bucket, rebuilds what the local disk lacks from it, and answers downloads with presigned URLs.
+MIST_STORAGE = env.str("MIST_STORAGE", default="filesystem")
+if MIST_STORAGE not in ("filesystem", "s3"):
+    raise ImproperlyConfigured(f"MIST_STORAGE={MIST_STORAGE!r}: must be filesystem or s3")
+MIST_S3_ENDPOINT_URL = env.str("MIST_S3_ENDPOINT_URL", default="")  # empty: AWS itself
+# Where friends reach the bucket, if not at MIST_S3_ENDPOINT_URL (e.g. an R2 public hostname): presigned URLs use it.
+MIST_S3_PUBLIC_ENDPOINT_URL = env.str("MIST_S3_PUBLIC_ENDPOINT_URL", default="")
+MIST_S3_BUCKET = env.str("MIST_S3_BUCKET", default="")
+MIST_S3_REGION = env.str("MIST_S3_REGION", default="us-east-1")
+MIST_S3_ACCESS_KEY_ID = env.str("MIST_S3_ACCESS_KEY_ID", default="")
+MIST_S3_SECRET_ACCESS_KEY = env.str("MIST_S3_SECRET_ACCESS_KEY", default="")
+MIST_S3_PREFIX = env.str("MIST_S3_PREFIX", default="mist/")
+MIST_S3_PRESIGN_SECONDS = env.int("MIST_S3_PRESIGN_SECONDS", default=900)
+# Serve downloads through this server (read from the bucket) instead of redirecting: for buckets friends cannot reach.
+MIST_S3_PROXY = env.bool("MIST_S3_PROXY", default=False)
+MIST_S3_PART_BYTES = env.int("MIST_S3_PART_BYTES", default=64 * 1024**2)
+if MIST_STORAGE == "s3" and not MIST_S3_BUCKET:
+    raise ImproperlyConfigured("MIST_STORAGE=s3 needs MIST_S3_BUCKET (and the endpoint and keys, see docs/RUNBOOK.md)")
 # The platform of a push or a request that names none, and of everything pushed before platforms existed.
 MIST_DEFAULT_PLATFORM = env.str("MIST_DEFAULT_PLATFORM", default="windows")
 if MIST_DEFAULT_PLATFORM not in PLATFORMS:

@@ -42,6 +42,15 @@ def subprocess_env(**extra: str) -> dict[str, str]:
             "DISCORD_WEBHOOK_URL": settings.DISCORD_WEBHOOK_URL,
             "STEAM_APPDETAILS_URL": settings.STEAM_APPDETAILS_URL,
             "PYTHONUNBUFFERED": "1",
+            # The object storage backend (tests on MIST_STORAGE=s3 point the worker at the same bucket).
+            "MIST_STORAGE": settings.MIST_STORAGE,
+            "MIST_S3_ENDPOINT_URL": settings.MIST_S3_ENDPOINT_URL,
+            "MIST_S3_BUCKET": settings.MIST_S3_BUCKET,
+            "MIST_S3_REGION": settings.MIST_S3_REGION,
+            "MIST_S3_ACCESS_KEY_ID": settings.MIST_S3_ACCESS_KEY_ID,
+            "MIST_S3_SECRET_ACCESS_KEY": settings.MIST_S3_SECRET_ACCESS_KEY,
+            "MIST_S3_PREFIX": settings.MIST_S3_PREFIX,
+            "MIST_S3_PART_BYTES": str(settings.MIST_S3_PART_BYTES),
         }
     )
     env.update(extra)

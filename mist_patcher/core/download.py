@@ -75,6 +75,31 @@ class Downloader:
         self.retries = retries
         self.read_timeout = read_timeout
 
+    def _open(self, url: str, headers: dict[str, str]) -> tuple[requests.Response, str | None]:
+        """GET the artifact. A server on object storage answers 302 to a short-lived presigned URL of the object:
+        followed here, without our token, with If-Range set to the object's own ETag (the store knows nothing
+        of our sha256); returns the response and the sha256 the server vouched for in its redirect."""
+        timeout = (self.api.timeout, self.read_timeout)
+        response = self.api.request("GET", url, ok=(200, 206, 416, 301, 302, 303, 307, 308), stream=True,
+                                    headers=headers, timeout=timeout, allow_redirects=False)
+        location = _redirect_target(response)
+        if location is None:
+            return response, None
+        vouched = response.headers.get("X-Mist-SHA256")
+        object_etag = response.headers.get("X-Mist-Object-ETag", "")
+        response.close()
+        if not location:
+            raise DownloadError(f"{url}: the server redirected without a Location")
+        object_headers = dict(headers)
+        if "If-Range" in object_headers:
+            if object_etag:
+                object_headers["If-Range"] = object_etag
+            else:
+                del object_headers["If-Range"]  # no way to tell a changed object: the sha256 check still holds
+        target = self.api.request("GET", location, auth=False, ok=(200, 206, 416), stream=True,
+                                  headers=object_headers, timeout=timeout, allow_redirects=False)
+        return target, vouched
+
     def fetch(
         self,
         url: str,
@@ -124,6 +149,8 @@ class Downloader:
         server_sha: str | None = None
         while True:
             control.checkpoint()
+            if expected_size is not None and have == expected_size and have:
+                break  # the part is already complete: nothing to ask for
             headers = {"Accept-Encoding": "identity"}
             if have:
                 headers["Range"] = f"bytes={have}-"
@@ -131,10 +158,7 @@ class Downloader:
                     # If the artifact changed under the same URL, the server sends it whole (200).
                     headers["If-Range"] = f'"{expected_sha256}"'
             try:
-                response = self.api.request(
-                    "GET", url, ok=(200, 206, 416), stream=True, headers=headers,
-                    timeout=(self.api.timeout, self.read_timeout),
-                )
+                response, redirect_sha = self._open(url, headers)
             except ServerUnreachable:
                 attempts += 1
                 if attempts > self.retries:
@@ -142,7 +166,7 @@ class Downloader:
                 control.sleep(min(2.0**attempts * 0.25, 10.0))
                 continue
             with response:
-                server_sha = response.headers.get("X-Mist-SHA256") or server_sha
+                server_sha = response.headers.get("X-Mist-SHA256") or redirect_sha or server_sha
                 if expected_sha256 and server_sha and server_sha != expected_sha256:
                     raise DownloadError(
                         f"{url}: the server now has a different file (SHA-256 {server_sha[:12]}..., "
@@ -225,6 +249,12 @@ class Downloader:
         fsync_dir(dest.parent)
         meter.finish()
         return DownloadResult(dest, have, sha, transferred, resumed_from)
+
+
+def _redirect_target(response: requests.Response) -> str | None:
+    if response.status_code in (301, 302, 303, 307, 308):
+        return response.headers.get("Location") or ""
+    return None
 
 
 def fetch_bytes_or_none(api: ApiClient, url: str, *, limit: int = 8 << 20) -> bytes | None:

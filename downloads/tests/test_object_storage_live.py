@@ -1,0 +1,152 @@
+"""Issue 17: the whole pipeline with MIST_STORAGE=s3 against a real S3-compatible server on loopback (moto's
+standalone server), a live server, a real django-q2 worker and the patcher CLI.
+
+Pushes put the base archive, manifests and delta bundles in the bucket; archives and bundles are downloaded
+through presigned URLs (302) with Range and resume against the object store; after the local disk loses
+everything the bucket has, chain replay rebuilds old versions from the bucket's objects. (A worker killed
+in the middle of an upload: battery/test_object_storage_faults.py.)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from battery.faults import jobs_settled, ready
+from builds import objectstore, storage
+from builds.models import CacheEntry
+from builds.services import push_version
+from catalog.models import Game
+from conftest import password_of
+from deltas.models import DirectDelta
+from downloads.models import DownloadRecord, FullArchive
+from mist.testing.gamedata import make_build, next_version, tree_bytes
+from mist_patcher.core.api import ApiClient
+from mist_patcher.core.download import Downloader
+from mist_patcher.tests.test_e2e_live import PASSWORD, Patcher
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+
+SLUG = "cloudy"
+
+
+def _objects() -> dict[str, int]:
+    prefix = objectstore.prefix()
+    return {key.removeprefix(prefix): size for key, size in objectstore.iter_objects()}
+
+
+def _object_sha(key: str) -> str:
+    info = objectstore.head(objectstore.prefix() + key)
+    assert info is not None, key
+    return info.sha256
+
+
+def _friend(tmp_path: Path, name: str, server: str) -> Patcher:
+    p = Patcher(tmp_path / name, server)
+    p.run("login", "--username", "friend", "--password-stdin", stdin=PASSWORD + "\n")
+    return p
+
+
+def test_the_pipeline_on_object_storage(s3_storage: dict[str, str], worker: Any, live_server: Any, friend: Any,
+                                        admin_user: Any, tmp_path: Path) -> None:
+    src = {"1.0": make_build(tmp_path / "src" / "1.0", seed=171, big_file_bytes=1_500_000)}
+    src["2.0"] = next_version(src["1.0"], tmp_path / "src" / "2.0", seed=171, step=1)
+    src["3.0"] = next_version(src["2.0"], tmp_path / "src" / "3.0", seed=171, step=2)
+    game = Game.objects.create(slug=SLUG, title="Cloudy")
+    for name, folder in src.items():
+        version = push_version(game=game, name=name, source=folder, user=admin_user).version
+        worker.wait_for(lambda v=version: ready(v.pk), timeout=180, what=f"{name} ready")
+    worker.wait_for(jobs_settled, timeout=180, what="the latest version's archive")
+
+    # every immutable artifact is in the bucket, with the sha256 the database records
+    objects = _objects()
+    base = f"storage/games/{SLUG}/windows"
+    for name in src:
+        assert f"{base}/manifests/{name}.json" in objects
+    assert f"{base}/base/1.0.tar.zst" in objects
+    for delta in DirectDelta.objects.select_related("from_version", "to_version"):
+        key = f"{base}/deltas/{delta.from_version.name}__{delta.to_version.name}.tar.zst"
+        assert objects.get(key) == delta.bundle_size and _object_sha(key) == delta.bundle_sha256
+    archive = FullArchive.objects.get(version__name="3.0")
+    key = f"cache/archives/{SLUG}/windows/3.0.tar.zst"
+    assert objects.get(key) == archive.size and _object_sha(key) == archive.sha256
+    assert objectstore.incomplete_uploads() == []
+
+    # a friend installs the latest: the archive comes from the object store through a presigned URL
+    first = _friend(tmp_path, "home1", live_server.url)
+    first.run("install", SLUG, "--version", "3.0", "--platform", "windows")
+    assert tree_bytes(first.home / "games" / SLUG) == tree_bytes(src["3.0"])
+    record = DownloadRecord.objects.get(kind="archive", artifact__endswith="3.0")
+    assert "(object store)" in record.client and record.platform == "windows"
+
+    # the server's disk loses everything the bucket holds (the latest tree, the depot, stays)
+    shutil.rmtree(storage.cache_root())
+    storage.cache_root().mkdir()
+    shutil.rmtree(storage.platform_dir(SLUG, "windows") / "deltas")
+    storage.base_archive_path(SLUG, "windows", "1.0").unlink()
+    CacheEntry.objects.all().delete()
+
+    # an old version: its archive is made by chain replay from the bucket's base archive and delta bundle
+    second = _friend(tmp_path, "home2", live_server.url)
+    second.run("install", SLUG, "--version", "2.0", "--platform", "windows")
+    assert tree_bytes(second.home / "games" / SLUG) == tree_bytes(src["2.0"])
+    assert storage.base_archive_path(SLUG, "windows", "1.0").is_file()  # fetched back, verified
+    assert (storage.delta_dir(SLUG, "windows", "1.0", "2.0") / "delta_manifest.json").is_file()
+    assert f"cache/archives/{SLUG}/windows/2.0.tar.zst" in _objects()
+
+    # and the update to the latest downloads the delta bundle from the bucket, not from the server's disk
+    assert not storage.delta_bundle_path(SLUG, "windows", "2.0", "3.0").exists()
+    code, update, _ = second.run("update", SLUG, "--version", "3.0")
+    assert update["route"] == "direct", update
+    assert tree_bytes(second.home / "games" / SLUG) == tree_bytes(src["3.0"])
+    bundle = DownloadRecord.objects.get(kind="direct")
+    assert "(object store)" in bundle.client
+    assert not storage.delta_bundle_path(SLUG, "windows", "2.0", "3.0").exists()
+
+
+def test_presigned_downloads_resume_with_range(s3_storage: dict[str, str], worker: Any, live_server: Any,
+                                               friend: Any, tmp_path: Path) -> None:
+    src = make_build(tmp_path / "src", seed=172, big_file_bytes=2_000_000)
+    game = Game.objects.create(slug=SLUG, title="Cloudy")
+    version = push_version(game=game, name="1.0", source=src).version
+    worker.wait_for(lambda: ready(version.pk), timeout=180, what="1.0 ready")
+    worker.wait_for(lambda: FullArchive.objects.filter(version=version).exists(), timeout=180, what="the archive")
+    archive = FullArchive.objects.get(version=version)
+    url = f"/dl/archive/{SLUG}/windows/1.0"
+
+    api = ApiClient(live_server.url)
+    api.login("friend", password_of(friend))
+    # the redirect itself: where to go, and what the object must be
+    answer = requests.get(live_server.url + url, allow_redirects=False, timeout=10,
+                          headers={"Authorization": f"Bearer {api._tokens.access}"})  # type: ignore[union-attr]
+    assert answer.status_code == 302, answer.content
+    assert answer.headers["X-Mist-SHA256"] == archive.sha256 and answer.headers["X-Mist-Size"] == str(archive.size)
+    assert answer.headers["Location"].startswith(s3_storage["MIST_S3_ENDPOINT_URL"])
+    assert requests.get(live_server.url + url, allow_redirects=False, timeout=10).status_code == 401  # no token
+
+    # a download cut in half is resumed against the object store, and verified
+    dest = tmp_path / "dl" / "cloudy.tar.zst"
+    dest.parent.mkdir()
+    whole = requests.get(answer.headers["Location"], timeout=10).content
+    assert hashlib.sha256(whole).hexdigest() == archive.sha256
+    half = len(whole) // 2
+    dest.with_name(dest.name + ".part").write_bytes(whole[:half])
+    dest.with_name(dest.name + ".part.json").write_text(json.dumps({"url": url, "sha256": archive.sha256}))
+    got = Downloader(api).fetch(url, dest, expected_size=archive.size, expected_sha256=archive.sha256)
+    assert (got.resumed_from, got.transferred) == (half, archive.size - half)
+    assert dest.read_bytes() == whole
+
+    # a part of other bytes is not resumed into a wrong file: the sha256 check refuses it
+    dest.unlink()
+    dest.with_name(dest.name + ".part").write_bytes(b"\0" * half)
+    dest.with_name(dest.name + ".part.json").write_text(json.dumps({"url": url, "sha256": archive.sha256}))
+    with pytest.raises(Exception, match="wrong SHA-256"):
+        Downloader(api).fetch(url, dest, expected_size=archive.size, expected_sha256=archive.sha256)
+    got = Downloader(api).fetch(url, dest, expected_size=archive.size, expected_sha256=archive.sha256)
+    assert got.resumed_from == 0 and dest.read_bytes() == whole
