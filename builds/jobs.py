@@ -23,6 +23,7 @@ from django.conf import settings
 from django.db import close_old_connections, connection, transaction
 from django.utils import timezone
 
+from builds import objectstore
 from builds.models import Job
 
 logger = logging.getLogger("mist.jobs")
@@ -213,6 +214,10 @@ def recover_jobs() -> list[str]:
         requeued.append(str(job.pk))
     if requeued:
         logger.warning("re-queued jobs whose worker died", extra={"jobs": ",".join(requeued)})
+    try:  # MIST_STORAGE=s3: uploads a killed worker left incomplete (invisible to readers) are removed
+        objectstore.abort_stale_uploads()
+    except Exception:  # noqa: BLE001 - a bucket that does not answer must not stop job recovery
+        logger.exception("could not sweep incomplete uploads")
     return requeued
 
 

@@ -27,6 +27,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django_q.models import Failure, OrmQ
 
+from builds import objectstore
 from builds import services as build_services
 from builds.admin import JobAdmin
 from builds.launch import validate_option
@@ -399,6 +400,17 @@ def _disk(label: str, root: Path) -> dict[str, Any]:
     }
 
 
+def _bucket() -> dict[str, Any] | None:
+    """MIST_STORAGE=s3: the bucket's objects and bytes under Mist's prefix (None on the filesystem backend)."""
+    if not objectstore.enabled():
+        return None
+    where = f"{settings.MIST_S3_ENDPOINT_URL or 'AWS'} / {settings.MIST_S3_BUCKET}/{objectstore.prefix()}"
+    try:
+        return {"where": where, **objectstore.usage(), "incomplete": len(objectstore.incomplete_uploads())}
+    except Exception as exc:  # noqa: BLE001 - the dashboard shows a bucket that does not answer, it does not fail
+        return {"where": where, "error": str(exc)[:300]}
+
+
 def dashboard_context() -> dict[str, Any]:
     """Storage, cache, queue and failure numbers for the admin dashboard (a fixed number of queries)."""
     since = timezone.now() - timedelta(days=1)
@@ -417,6 +429,7 @@ def dashboard_context() -> dict[str, Any]:
             _disk("Cache (MIST_CACHE_ROOT)", Path(settings.MIST_CACHE_ROOT)),
         ],
         "cache": {**cache, "budget": settings.MIST_CACHE_BUDGET_BYTES},
+        "bucket": _bucket(),
         "queue_length": OrmQ.objects.count(),
         "active_jobs": Job.objects.active().count(),
         "failed_jobs_count": failed_jobs.count(),

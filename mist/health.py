@@ -13,6 +13,8 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
+from builds import objectstore
+
 logger = logging.getLogger("mist.health")
 
 
@@ -65,6 +67,8 @@ def readiness_checks() -> dict[str, str | None]:
     checks["storage"] = _check_writable(Path(settings.MIST_STORAGE_ROOT))
     checks["cache"] = _check_writable(Path(settings.MIST_CACHE_ROOT))
     checks["worker"] = _check_worker() if checks["database"] is None else "skipped: database down"
+    if objectstore.enabled():
+        checks["bucket"] = objectstore.check() or None
     return checks
 
 

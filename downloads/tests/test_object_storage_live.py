@@ -10,6 +10,7 @@ in the middle of an upload: battery/test_object_storage_faults.py.)
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import shutil
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any
 
 import pytest
 import requests
+from django.core.management import CommandError, call_command
 
 from battery.faults import jobs_settled, ready
 from builds import objectstore, storage
@@ -25,6 +27,7 @@ from builds.services import push_version
 from catalog.models import Game
 from conftest import password_of
 from deltas.models import DirectDelta
+from downloads.bucket import expected_objects
 from downloads.models import DownloadRecord, FullArchive
 from mist.testing.gamedata import make_build, next_version, tree_bytes
 from mist_patcher.core.api import ApiClient
@@ -150,3 +153,51 @@ def test_presigned_downloads_resume_with_range(s3_storage: dict[str, str], worke
         Downloader(api).fetch(url, dest, expected_size=archive.size, expected_sha256=archive.sha256)
     got = Downloader(api).fetch(url, dest, expected_size=archive.size, expected_sha256=archive.sha256)
     assert got.resumed_from == 0 and dest.read_bytes() == whole
+
+
+def test_switching_a_running_instance_to_the_bucket(settings: Any, s3_server: Any, worker: Any, live_server: Any,
+                                                    friend: Any, tmp_path: Path) -> None:
+    """The RUNBOOK's switch: an instance on the filesystem backend, then MIST_STORAGE=s3 and `storage_sync`."""
+    src = {"1.0": make_build(tmp_path / "src" / "1.0", seed=174, big_file_bytes=800_000)}
+    src["2.0"] = next_version(src["1.0"], tmp_path / "src" / "2.0", seed=174, step=1)
+    game = Game.objects.create(slug=SLUG, title="Cloudy")
+    for name, folder in src.items():
+        version = push_version(game=game, name=name, source=folder).version
+        worker.wait_for(lambda v=version: ready(v.pk), timeout=180, what=f"{name} ready")
+    worker.wait_for(jobs_settled, timeout=180, what="the archive")
+    worker.stop()
+
+    for name, value in s3_server.settings_for(s3_server.new_bucket()).items():
+        setattr(settings, name, value)
+    objectstore._client_for.cache_clear()
+    out = io.StringIO()
+    with pytest.raises(CommandError, match="problem"):
+        call_command("storage_check", stdout=out)
+    assert "bucket: base archive 1.0 [windows] is missing" in out.getvalue(), out.getvalue()
+    out = io.StringIO()
+    call_command("storage_sync", stdout=out)
+    expected = list(expected_objects(game))  # 2 manifests, the base, the delta, the archives of 1.0 and 2.0
+    assert len(expected) == 6 and f"{SLUG}: 6 uploaded" in out.getvalue(), out.getvalue()
+    out = io.StringIO()
+    call_command("storage_check", stdout=out)
+    assert "storage matches the database" in out.getvalue()
+
+    p = _friend(tmp_path, "home", live_server.url)
+    p.run("install", SLUG, "--version", "2.0", "--platform", "windows")
+    assert tree_bytes(p.home / "games" / SLUG) == tree_bytes(src["2.0"])
+    assert "(object store)" in DownloadRecord.objects.get(kind="archive").client
+
+    # an object garbled in the bucket is reported, and the download refuses to point at it
+    archive = FullArchive.objects.get(version__name="2.0")
+    key = objectstore.key_for(storage.cache_root() / archive.relpath)
+    objectstore.client().put_object(Bucket=objectstore.bucket(), Key=key, Body=b"garbled",
+                                    Metadata={"sha256": archive.sha256})
+    out = io.StringIO()
+    with pytest.raises(CommandError):
+        call_command("storage_check", stdout=out)
+    assert f"bucket: archive 2.0 [windows] has 7 bytes, {archive.size} recorded" in out.getvalue(), out.getvalue()
+    api = ApiClient(live_server.url)
+    api.login("friend", password_of(friend))
+    answer = requests.get(f"{live_server.url}/dl/archive/{SLUG}/windows/2.0", allow_redirects=False, timeout=10,
+                          headers={"Authorization": f"Bearer {api._tokens.access}"})  # type: ignore[union-attr]
+    assert answer.status_code == 404, answer.status_code
