@@ -18,7 +18,7 @@ from bench import items, report, tools
 from bench.proc import stop_all
 from bench.server import REPO
 
-ALL_ITEMS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11)
+ALL_ITEMS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12)
 TITLES = {
     1: "direct-update bytes / full .tar.zst",
     2: "Mist patch bytes / best of xdelta3, bsdiff, zstd --patch-from (per file)",
@@ -31,6 +31,7 @@ TITLES = {
     9: "push throughput / copytree, and its peak memory (2 GB build)",
     10: "remote push (mist-patcher admin push): bytes sent / changed files and / full build, time / local push",
     11: "switch: every route of a jump A -> B (forward and backward) / the best tool between exactly A and B",
+    12: "object storage (MIST_STORAGE=s3): download via presigned URL / straight from S3, worker delta time s3 / fs",
 }
 
 
@@ -41,7 +42,7 @@ def _items(text: str) -> set[int]:
         raise argparse.ArgumentTypeError(f"--only takes item numbers like 1,2,6; got {text!r}") from None
     bad = chosen - set(ALL_ITEMS)
     if bad or not chosen:
-        raise argparse.ArgumentTypeError(f"items are 1 to 11; got {text!r}")
+        raise argparse.ArgumentTypeError(f"items are 1 to 12; got {text!r}")
     return chosen
 
 

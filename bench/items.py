@@ -30,7 +30,7 @@ import hdiffpatch
 import requests
 import zstandard
 
-from bench import gamegen, switch, tools
+from bench import gamegen, objects, switch, tools
 from bench.proc import Measured, ProcError, run_measured
 from bench.report import Row, mb, rate
 from bench.server import ADMIN, FRIEND, REPO, Stack, postgres_problem
@@ -1052,5 +1052,5 @@ def _run(ctx: Context, item: str, fn: Callable[[], None]) -> None:
 
 
 ITEMS: dict[int, Callable[[Context], None]] = {
-    1: item1, 2: item2, 3: item3, 4: item4, 5: item5, 7: item7, 11: switch.item11,
+    1: item1, 2: item2, 3: item3, 4: item4, 5: item5, 7: item7, 11: switch.item11, 12: objects.item12,
 }

@@ -112,6 +112,18 @@ def test_the_pipeline_on_object_storage(s3_storage: dict[str, str], worker: Any,
     assert "(object store)" in bundle.client
     assert not storage.delta_bundle_path(SLUG, "windows", "2.0", "3.0").exists()
 
+    # a rollback over two versions: the jump made on demand goes to the bucket and is downloaded from it
+    code, back, _ = second.run("update", SLUG, "--version", "1.0")
+    assert back["route"] == "jump", back
+    assert tree_bytes(second.home / "games" / SLUG) == tree_bytes(src["1.0"])
+    assert f"cache/jumps/{SLUG}/windows/3.0__1.0.tar.zst" in _objects()
+    # and an indirect update (signatures up, rdiff bundle down) comes from the bucket as well
+    code, indirect, _ = second.run("update", SLUG, "--version", "3.0", "--route", "indirect")
+    assert indirect["route"] == "indirect", indirect
+    assert tree_bytes(second.home / "games" / SLUG) == tree_bytes(src["3.0"])
+    assert "(object store)" in DownloadRecord.objects.get(kind="indirect").client
+    assert any(key.startswith("cache/indirect/") for key in _objects())
+
 
 def test_presigned_downloads_resume_with_range(s3_storage: dict[str, str], worker: Any, live_server: Any,
                                                friend: Any, tmp_path: Path) -> None:
