@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import io
+import secrets
 from typing import Any
 
-from django.http import HttpResponse
+from django.http import FileResponse, HttpResponse
+from django.http.response import HttpResponseBase
 from drf_spectacular.utils import OpenApiTypes, extend_schema
 from rest_framework import serializers, status
 from rest_framework.exceptions import ValidationError
@@ -14,7 +16,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.permissions import IsAdminScope
-from builds import launch, partial, uploads
+from builds import launch, partial, storage, uploads
 from builds.access import (
     latest_visible_version,
     visible_game,
@@ -30,6 +32,7 @@ from builds.services import BuildError, PushBlocked
 from catalog import services as catalog_services
 from catalog.models import Game
 from catalog.platforms import PLATFORMS, PlatformError, platform_or_default
+from mistcore.errors import MistCoreError
 
 
 def requested_platform(request: Request, value: str | None = None) -> str:
@@ -158,6 +161,10 @@ class UploadCreate(serializers.Serializer):
     manifest = serializers.JSONField(required=False, default=None,
                                      help_text="The whole build's manifest: the upload then holds only the files "
                                                "`builds/uploads/plan` listed as needed")
+    layout = serializers.ChoiceField(choices=["files", "rdiff"], required=False, default="files",
+                                     help_text="`rdiff`: the upload is a mistcore indirect bundle, the files the plan "
+                                               "listed under `rdiff` as librsync deltas against "
+                                               "`builds/uploads/signatures`")
 
 
 def _admin_permission() -> list[Any]:
@@ -301,3 +308,40 @@ class AdminResyncView(APIView):
         result = catalog_services.resync_steam(game=game)
         # Steam being down is an outcome to report, not a failure of this server: 200 with ok false.
         return Response({"slug": slug, "ok": result.ok, "message": result.message})
+
+
+class PushSignaturesRequest(serializers.Serializer):
+    game = serializers.SlugField()
+    platform = serializers.ChoiceField(choices=list(PLATFORMS), required=False)
+    basis_version = serializers.CharField(max_length=64)
+    paths = serializers.ListField(child=serializers.CharField(max_length=4096), allow_empty=False, max_length=100_000)
+
+
+class PushSignaturesView(APIView):
+    """The librsync signatures of the server's copies of some files of a build (a mistcore signature set, an
+    uncompressed tar): the admin's client diffs its large changed files against them and uploads the deltas."""
+
+    def get_permissions(self) -> list[Any]:
+        return _admin_permission()
+
+    @extend_schema(operation_id="builds_push_signatures", request=PushSignaturesRequest,
+                   responses={(200, "application/x-tar"): OpenApiTypes.BINARY})
+    def post(self, request: Request) -> HttpResponseBase:
+        data = PushSignaturesRequest(data=request.data)
+        data.is_valid(raise_exception=True)
+        game = Game.objects.filter(slug=data.validated_data["game"]).first()
+        if game is None:
+            return Response({"detail": f"no game {data.validated_data['game']!r}"}, status=status.HTTP_404_NOT_FOUND)
+        folder = storage.storage_root() / "uploads"
+        folder.mkdir(parents=True, exist_ok=True)
+        out = folder / f".signatures-{secrets.token_hex(8)}.tar"
+        try:
+            platform = platform_or_default(data.validated_data.get("platform"))
+            partial.basis_signatures(game=game, platform=platform, basis_version=data.validated_data["basis_version"],
+                                     paths=data.validated_data["paths"], out=out)
+            handle = open(out, "rb")  # noqa: SIM115 - FileResponse closes it
+        except (BuildError, PlatformError, MistCoreError) as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
+        finally:
+            out.unlink(missing_ok=True)  # the open handle keeps the bytes until the response is sent
+        return FileResponse(handle, content_type="application/x-tar")

@@ -8,6 +8,7 @@ urlpatterns = [
     path("games/<slug:slug>/versions/<str:version>/manifest", api.ManifestView.as_view(), name="api-manifest"),
     path("games/<slug:slug>/versions/<str:version>/launch", api.LaunchOptionsView.as_view(), name="api-launch"),
     path("builds/uploads/plan", api.PushPlanView.as_view(), name="api-push-plan"),
+    path("builds/uploads/signatures", api.PushSignaturesView.as_view(), name="api-push-signatures"),
     path("admin/games", api.AdminGameCreateView.as_view(), name="api-admin-games"),
     path("admin/games/<slug:slug>/resync", api.AdminResyncView.as_view(), name="api-admin-resync"),
     path("builds/uploads", api.UploadListView.as_view(), name="api-uploads"),

@@ -209,6 +209,9 @@ class UploadSession(models.Model):
     # the server lacks, and the rest is taken from `basis_version`'s tree at finalize.
     manifest = models.TextField(blank=True)
     basis_version = models.CharField(max_length=64, blank=True)
+    # How a push at patch size packs its upload: "files" (a .tar.zst of the needed files, whole) or "rdiff"
+    # (a mistcore indirect bundle: large changed files as librsync deltas against the basis's copy).
+    layout = models.CharField(max_length=16, choices=[("files", "files"), ("rdiff", "rdiff")], default="files")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.OPEN)
     error = models.TextField(blank=True)
     version = models.ForeignKey(Version, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
@@ -231,6 +234,7 @@ class UploadSession(models.Model):
             "error": self.error,
             "partial": bool(self.manifest),
             "basis_version": self.basis_version,
+            "layout": self.layout,
         }
 
 

@@ -49,12 +49,14 @@ def upload_path(session: UploadSession) -> Path:
 
 def start_upload(
     *, user: Any, game: str, version: str, filename: str, total_size: int, sha256: str = "", notes: str = "",
-    platform: str | None = None, manifest: Any = None,
+    platform: str | None = None, manifest: Any = None, layout: str = "files",
 ) -> UploadSession:
     """Open an upload session for a new version (of one platform, default MIST_DEFAULT_PLATFORM) of a game.
 
     With `manifest` (the whole build's, see builds.partial) the upload is a .tar.zst of only the files
-    `plan_push` said the server lacks; finalize takes the others from the basis version's tree.
+    `plan_push` said the server lacks; finalize takes the others from the basis version's tree. With
+    `layout="rdiff"` that .tar.zst is a mistcore indirect bundle (large changed files as librsync deltas
+    against the basis's copies, see builds.partial).
     """
     found = Game.objects.filter(slug=game).first()
     if found is None:
@@ -81,9 +83,13 @@ def start_upload(
         plan = partial.plan_push(game=found, platform=platform, manifest=parsed)
         manifest_text = parsed.to_json().decode()
         basis = plan.basis.name if plan.basis else ""
+    if layout not in partial.LAYOUTS:
+        raise BuildError(f"layout must be one of {', '.join(partial.LAYOUTS)}")
+    if layout == "rdiff" and not basis:
+        raise BuildError("a block-level (rdiff) upload needs a manifest and a previous build on the server to diff against")
     session = UploadSession.objects.create(
         game=found, version_name=version, platform=platform, filename=Path(filename).name, total_size=total_size,
-        sha256=sha256, notes=notes, created_by=user, manifest=manifest_text, basis_version=basis,
+        sha256=sha256, notes=notes, created_by=user, manifest=manifest_text, basis_version=basis, layout=layout,
     )
     path = upload_path(session)
     path.parent.mkdir(parents=True, exist_ok=True)

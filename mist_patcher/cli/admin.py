@@ -98,6 +98,8 @@ def run_push(app: App) -> int:
              f"files new or changed, {format_bytes(result.sent_bytes)} sent for {format_bytes(result.needed_bytes)} "
              f"of changes ({format_bytes(result.total_bytes)} build) in {format_duration(result.seconds)}; "
              f"status {result.status}")
+    if result.block_files:
+        human += f"; {result.block_files} large files sent as deltas against the server's copies"
     if result.resumed_from:
         human += f" (resumed at byte {result.resumed_from})"
     app.output.result(result.to_dict(), human)

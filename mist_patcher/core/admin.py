@@ -5,6 +5,13 @@ files it lacks (``builds/uploads/plan``: by sha256, against the latest build of 
 those into a ``.tar.zst`` and uploads it through the resumable upload API in chunks, each with its sha256
 (a chunk damaged on the way is refused and sent again). The upload's state is kept in
 ``<home>/pushes/`` so that a push killed halfway resumes where it stopped when run again.
+
+Large changed files go up block by block: for the files the plan lists under ``rdiff`` (1 MiB or more, with a
+copy at the same path in the basis version), the client fetches the librsync signatures of the server's
+copies (``builds/uploads/signatures``), checks them like any untrusted signature set, and packs a mistcore
+indirect bundle instead: an rdiff delta of each such file against the server's copy (or the whole file
+where that is smaller), the other needed files whole. The server patches its copies and checks every result
+against the manifest. A server without that API gets the whole files, as before.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ import contextlib
 import hashlib
 import json
 import os
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -23,11 +31,12 @@ from urllib.parse import quote
 from mist_patcher.core.context import PatcherContext
 from mist_patcher.core.errors import ApiError, PatcherError
 from mist_patcher.core.progress import ProgressCallback, ProgressEvent, ignore_progress
-from mistcore import safetar
-from mistcore.fsutil import atomic_write
-from mistcore.manifest import scan_directory
+from mistcore import indirect, safetar
+from mistcore.fsutil import atomic_write, sha256_file
+from mistcore.manifest import Manifest, scan_directory
 
 CHUNK = 8 << 20
+PACK_LEVEL = 10  # zstd level of the files that go up whole
 CHUNK_ENV = "MIST_PATCHER_UPLOAD_CHUNK"  # bytes per chunk (tests use small ones to kill a push halfway)
 
 
@@ -101,6 +110,7 @@ class PushState:
     archive_size: int
     archive_sha256: str
     upload_id: str = ""
+    layout: str = "files"  # "rdiff": the archive is an indirect bundle (deltas against the server's copies)
 
 
 @dataclass
@@ -112,6 +122,7 @@ class PushResult:
     total_bytes: int
     needed_files: int
     needed_bytes: int  # the bytes of the new or changed files
+    block_files: int  # of those, the large changed files sent as librsync deltas against the server's copy
     sent_bytes: int  # what this run put on the wire (the packed upload, or what was left of it)
     upload_bytes: int  # the whole packed upload
     basis_version: str | None
@@ -178,9 +189,16 @@ def push_build(
         state = None  # another build under that name, or the packed file is gone: start over
     if state is None:
         archive = state_file.with_suffix(".tar.zst")
-        size, sha = safetar.pack_tar_zst(root=root, paths=plan["needed"], dst=archive, level=10)
+        block_paths = [str(p) for p in plan.get("rdiff") or []]
+        layout = "files"
+        if block_paths and plan.get("basis_version"):
+            say(f"{len(block_paths)} large changed files go up as deltas against the server's copies")
+            size, sha = _pack_blocks(ctx, game=game, root=root, manifest=manifest, plan=plan, paths=block_paths, out=archive)
+            layout = "rdiff"
+        else:
+            size, sha = safetar.pack_tar_zst(root=root, paths=plan["needed"], dst=archive, level=PACK_LEVEL)
         state = PushState(game=game, version=version, platform=platform, content_hash=content_hash,
-                          archive=str(archive), archive_size=size, archive_sha256=sha)
+                          archive=str(archive), archive_size=size, archive_sha256=sha, layout=layout)
         _save_state(state_file, state)
 
     session = None
@@ -193,7 +211,7 @@ def push_build(
         session = _admin_call(lambda: ctx.api.post_json("builds/uploads", {
             "game": game, "version": version, "platform": platform, "filename": f"{version}.tar.zst",
             "total_size": state.archive_size, "sha256": state.archive_sha256, "notes": notes,
-            "manifest": json.loads(manifest.to_json()),
+            "manifest": json.loads(manifest.to_json()), "layout": state.layout,
         }, ok=(201,)))
         state.upload_id = session["id"]
         _save_state(state_file, state)
@@ -208,10 +226,35 @@ def push_build(
         status = _wait_ready(ctx, game=game, version=version, platform=platform, timeout=wait)
     return PushResult(
         game=game, version=version, platform=platform, files=len(manifest.files), total_bytes=manifest.total_size,
-        needed_files=int(plan["needed_files"]), needed_bytes=int(plan["needed_bytes"]), sent_bytes=sent,
+        needed_files=int(plan["needed_files"]), needed_bytes=int(plan["needed_bytes"]),
+        block_files=len(plan.get("rdiff") or []) if state.layout == "rdiff" else 0, sent_bytes=sent,
         upload_bytes=state.archive_size, basis_version=plan.get("basis_version"), resumed_from=resumed_from,
         status=status, seconds=time.monotonic() - started,
     )
+
+
+def _pack_blocks(ctx: PatcherContext, *, game: str, root: Path, manifest: Manifest, plan: dict[str, Any], paths: list[str],
+                 out: Path) -> tuple[int, str]:
+    """The upload as an indirect bundle: `paths` as rdiff deltas against the server's signatures (validated as
+    untrusted input), every other needed file whole. Returns the bundle's (size, sha256)."""
+    body = {"game": game, "platform": plan["platform"],
+            "basis_version": plan["basis_version"], "paths": paths}
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.sigs-") as tmp_name:
+        tmp = Path(tmp_name)
+        sig_tar = tmp / "basis.sigs.tar"
+        response = _admin_call(lambda: ctx.api.request("POST", "builds/uploads/signatures", json=body, stream=True,
+                                                       timeout=max(ctx.api.timeout, 600)))
+        with response, open(sig_tar, "wb") as f:
+            for block in response.iter_content(1 << 20):
+                f.write(block)
+        try:
+            sigs = indirect.read_signature_set(src=sig_tar, dest_dir=tmp / "sigs", allowed_paths=set(paths),
+                                               max_bytes=max(manifest.total_size, 64 << 20))
+        except Exception as exc:
+            raise AdminError(f"the server's signatures are not valid: {exc}") from None
+        indirect.build_indirect_bundle(signatures=sigs, basis_info=sigs.basis_info, target_root=root,
+                                       target_manifest=manifest, paths=plan["needed"], out=out, level=PACK_LEVEL)
+    return out.stat().st_size, sha256_file(out)
 
 
 def _upload(ctx: PatcherContext, state: PushState, *, start: int, progress: ProgressCallback) -> int:

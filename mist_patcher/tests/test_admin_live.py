@@ -4,7 +4,9 @@ The CLI in a subprocess against the live server and a real worker; bytes counted
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -56,6 +58,9 @@ def test_remote_push_sends_only_what_changed(live_server: Any, worker: Any, admi
     assert second["needed_bytes"] <= changed
     assert upload.total_size <= 1.1 * changed, (upload.total_size, changed)
     assert upload.total_size < second["total_bytes"]
+    # the 6 MB file with a few changed blocks went up as a librsync delta against the server's copy, not whole
+    assert upload.layout == "rdiff" and second["block_files"] == 1
+    assert upload.total_size < 0.1 * changed, (upload.total_size, changed)
     version = Version.objects.get(game__slug="comet", name="1.1", platform="linux")
     assert version.notes == "" and version.parent.name == "1.0"
     # what the server serves afterwards is the admin's build, byte for byte
@@ -140,3 +145,70 @@ def test_a_friend_cannot_use_the_admin_commands(live_server: Any, admin_user: An
         code, result, _ = p.run(*argv, ok=False)
         assert code == 1 and "not an admin" in result["error"], (argv, result)
     assert not UploadSession.objects.exists() and not Game.objects.filter(slug="evil").exists()
+    signatures = bearer_client(friend).post("/api/v1/builds/uploads/signatures", {
+        "game": "comet", "basis_version": "1.0", "paths": ["data/huge.bin"]}, content_type="application/json")
+    assert signatures.status_code == 403
+
+
+def test_a_block_level_upload_that_does_not_rebuild_the_build_is_refused_with_the_file_named(
+        live_server: Any, worker: Any, admin_user: Any, tmp_path: Path) -> None:
+    from mistcore import indirect
+    from mistcore.fsutil import sha256_file
+    from mistcore.manifest import scan_directory
+
+    p = _admin(tmp_path, live_server.url, admin_user)
+    p.run("admin", "new-game", "vega", "--title", "Vega")
+    v1 = make_build(tmp_path / "pc" / "v1", seed=64, big_file_bytes=3_000_000)
+    p.run("admin", "push", "vega", "1.0", str(v1), "--wait", "180")
+    v2 = next_version(v1, tmp_path / "pc" / "v2", seed=64, step=1)
+    manifest = scan_directory(v2, version="1.1")
+    api = bearer_client(admin_user)
+    plan = api.post("/api/v1/builds/uploads/plan", {"game": "vega", "manifest": json.loads(manifest.to_json())},
+                    content_type="application/json").json()
+    assert plan["rdiff"] == ["data/huge.bin"] and plan["basis_version"] == "1.0"
+
+    # the signatures API checks what it is asked for
+    unknown = api.post("/api/v1/builds/uploads/signatures", {"game": "vega", "basis_version": "1.0",
+                       "paths": ["data/nope.bin"]}, content_type="application/json")
+    assert unknown.status_code == 400 and "data/nope.bin" in unknown.json()["detail"]
+    answer = api.post("/api/v1/builds/uploads/signatures", {"game": "vega", "basis_version": "1.0",
+                      "paths": plan["rdiff"]}, content_type="application/json")
+    assert answer.status_code == 200 and answer["Content-Type"] == "application/x-tar"
+    sig_tar = tmp_path / "sigs.tar"
+    sig_tar.write_bytes(b"".join(answer.streaming_content))
+    sigs = indirect.read_signature_set(src=sig_tar, dest_dir=tmp_path / "sigs", allowed_paths=set(plan["rdiff"]),
+                                       max_bytes=64 << 20)
+    assert sigs.basis_info["data/huge.bin"]["sha256"] == sha256_file(v1 / "data" / "huge.bin")
+
+    # a client that diffs another huge.bin than the one its manifest announces: the delta applies cleanly to
+    # the server's copy, but what it rebuilds is not the manifest's file
+    tampered = tmp_path / "pc" / "tampered"
+    shutil.copytree(v2, tampered)
+    blob = bytearray((tampered / "data" / "huge.bin").read_bytes())
+    blob[2_000_000:2_000_010] = b"0123456789"
+    (tampered / "data" / "huge.bin").write_bytes(bytes(blob))
+    bundle = tmp_path / "upload.tar.zst"
+    indirect.build_indirect_bundle(signatures=sigs, basis_info=sigs.basis_info, target_root=tampered,
+                                   target_manifest=scan_directory(tampered, version="1.1"), paths=plan["needed"],
+                                   out=bundle, level=3)
+    data = bundle.read_bytes()
+    created = api.post("/api/v1/builds/uploads", {
+        "game": "vega", "version": "1.1", "filename": "1.1.tar.zst", "total_size": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(), "manifest": json.loads(manifest.to_json()), "layout": "rdiff",
+    }, content_type="application/json")
+    assert created.status_code == 201, created.json()
+    upload_id = created.json()["id"]
+    put = api.put(f"/api/v1/builds/uploads/{upload_id}", data=data, content_type="application/octet-stream",
+                  HTTP_CONTENT_RANGE=f"bytes 0-{len(data) - 1}/{len(data)}")
+    assert put.status_code == 200
+    refused = api.post(f"/api/v1/builds/uploads/{upload_id}/finalize")
+    assert refused.status_code == 400 and "data/huge.bin" in refused.json()["detail"], refused.json()
+    assert not Version.objects.filter(game__slug="vega", name="1.1").exists()
+    assert UploadSession.objects.get(pk=upload_id).status == "failed"
+    assert not storage.tree_dir("vega", "windows", "1.1").exists()
+    assert tree_bytes(storage.tree_dir("vega", "windows", "1.0")) == tree_bytes(v1)  # the basis is untouched
+
+    # the honest client then pushes the same version at patch size, and the tree served is its build
+    code, pushed, _ = p.run("admin", "push", "vega", "1.1", str(v2), "--wait", "180")
+    assert pushed["status"] == "ready" and pushed["block_files"] == 1
+    assert tree_bytes(storage.tree_dir("vega", "windows", "1.1")) == tree_bytes(v2)
