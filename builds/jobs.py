@@ -204,9 +204,11 @@ def recover_jobs() -> list[str]:
     """Re-queue jobs whose worker died (stale heartbeat) or whose queue message was lost."""
     cutoff = timezone.now() - _stale_after()
     requeued = []
-    candidates = Job.objects.filter(status__in=[Job.Status.QUEUED, Job.Status.RUNNING])
+    candidates = list(Job.objects.filter(status__in=[Job.Status.QUEUED, Job.Status.RUNNING]))
+    live = False
     for job in candidates:
         if job.status == Job.Status.RUNNING and not job.is_stale(after=_stale_after()):
+            live = True
             continue
         if job.status == Job.Status.QUEUED and job.created_at > cutoff:
             continue
@@ -215,7 +217,10 @@ def recover_jobs() -> list[str]:
     if requeued:
         logger.warning("re-queued jobs whose worker died", extra={"jobs": ",".join(requeued)})
     try:  # MIST_STORAGE=s3: uploads a killed worker left incomplete (invisible to readers) are removed
-        objectstore.abort_stale_uploads()
+        # Not while a job runs: its own upload may be among them (a store whose clock or whose listing of
+        # upload start times is off, as moto's is, would otherwise see a live upload as six hours old).
+        if not live:
+            objectstore.abort_stale_uploads()
     except Exception:  # noqa: BLE001 - a bucket that does not answer must not stop job recovery
         logger.exception("could not sweep incomplete uploads")
     return requeued

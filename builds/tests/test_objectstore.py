@@ -92,3 +92,24 @@ def test_filesystem_backend_does_nothing(settings: Any, tmp_path: Path) -> None:
     assert objectstore.ensure_local(path.with_name("absent")) is False
     objectstore.delete(path)  # no error, nothing to do
     assert objectstore.check() == ""
+
+
+@pytest.mark.django_db
+def test_job_recovery_leaves_uploads_alone_while_a_job_runs(s3_storage: dict[str, str]) -> None:
+    """A running job's own upload must survive the sweep: moto (like a store whose clock is off) reports it as
+    old enough to abort; the bench lost a 1 GB archive upload that way before recovery waited for idle."""
+    from django.utils import timezone
+
+    from builds.jobs import recover_jobs
+    from builds.models import Job
+
+    s3 = objectstore.client()
+    key = objectstore.prefix() + "cache/archives/g/windows/1.0.tar.zst"
+    s3.create_multipart_upload(Bucket=objectstore.bucket(), Key=key)
+    job = Job.objects.create(kind=Job.Kind.ARCHIVE, key="archive:test", task="builds.tasks.run_job",
+                             status=Job.Status.RUNNING, started_at=timezone.now(), heartbeat_at=timezone.now())
+    recover_jobs()
+    assert objectstore.incomplete_uploads() == [key]
+    Job.objects.filter(pk=job.pk).update(status=Job.Status.DONE)
+    recover_jobs()  # idle: the sweep runs (moto dates the upload 2010, past the six hours)
+    assert objectstore.incomplete_uploads() == []
