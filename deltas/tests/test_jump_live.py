@@ -177,3 +177,53 @@ def test_a_locally_modified_install_takes_the_jump_and_fetches_only_its_modified
     # the jump, plus at most the two modified files (rdiff against the local copies; 64 KiB for the wrappers)
     assert result["downloaded_bytes"] <= (jump.bundle_size + len(new[changing[0]][0]) + len(new[same[0]][0])
                                           + (64 << 10)), result
+
+
+def test_a_copy_from_elsewhere_is_matched_to_its_version_and_then_updates_by_a_jump(
+        tmp_path: Path, worker: Any, admin_user: Any, live_server: Any, friend: Any) -> None:
+    """An unknown basis (a folder copied from a friend's disk, one file modded, a save file added) is matched
+    against every version's manifest by hash, repaired to the closest version (only the modded file crosses
+    the wire, block-level), and then takes the jump, not a whole-game indirect update."""
+    import shutil
+
+    builds = _push_series(tmp_path, worker, admin_user, 3, 600_000)
+    copy = tmp_path / "usb-stick" / "hopper"
+    shutil.copytree(builds["2.0"], copy)
+    v2 = tree_bytes(builds["2.0"])
+    big = max(v2, key=lambda p: len(v2[p][0]))
+    data = v2[big][0]
+    (copy / big).write_bytes(data[:5000] + b"modded" * 100 + data[5600:])
+    (copy / "saves").mkdir()
+    (copy / "saves" / "slot1.sav").write_bytes(b"my progress")
+
+    p = Patcher(tmp_path / "home", live_server.url)
+    p.run("login", "--username", "friend", "--password-stdin", stdin=PASSWORD + "\n")
+    code, looked, _ = p.run("adopt", "hopper", str(copy), "--platform", "windows", "--dry-run")
+    assert looked["version"] == "2.0" and looked["repaired"] == [big] and looked["dry_run"]
+    assert [c["version"] for c in looked["candidates"]][0] == "2.0" and len(looked["candidates"]) == 3
+    assert (copy / big).read_bytes() != data  # a dry run changes nothing
+
+    code, adopted, _ = p.run("adopt", "hopper", str(copy), "--platform", "windows")
+    assert adopted["version"] == "2.0" and adopted["repaired"] == [big] and adopted["extra"] == 1
+    assert 0 < adopted["downloaded"] < len(data) // 2, adopted  # block-level against the modded copy
+    after = tree_bytes(copy)
+    assert after.pop("saves/slot1.sav")[0] == b"my progress"
+    assert after == v2
+    p.run("verify", "hopper")  # exit 0: every file of 2.0 intact (3 would mean damaged)
+
+    code, result, _ = p.run("update", "hopper", "--version", "1.0")
+    assert result["route"] == "jump" and not result.get("modified_locally"), result
+    after = tree_bytes(copy)
+    assert after.pop("saves/slot1.sav")[0] == b"my progress"
+    assert after == tree_bytes(builds["1.0"])
+
+    code, refused, _ = p.run("adopt", "hopper", str(copy), ok=False)
+    assert code == 1 and "already installed" in refused["error"]
+    stranger = tmp_path / "not-the-game"
+    stranger.mkdir()
+    (stranger / "readme.txt").write_text("hello")
+    other = Patcher(tmp_path / "home2", live_server.url)
+    other.run("login", "--username", "friend", "--password-stdin", stdin=PASSWORD + "\n")
+    code, none, _ = other.run("adopt", "hopper", str(stranger), "--platform", "windows", ok=False)
+    assert code == 1 and "matches no version" in none["error"], none
+    assert not (tmp_path / "home2" / "state" / "hopper.json").exists()

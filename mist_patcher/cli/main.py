@@ -15,6 +15,7 @@ from types import FrameType, ModuleType
 from mist_patcher import __version__
 from mist_patcher.cli import (
     admin,
+    adopt,
     config,
     gui,
     install,
@@ -37,7 +38,7 @@ from mist_patcher.core.errors import Cancelled, PatcherError
 from mistcore.errors import MistCoreError
 
 COMMANDS: list[ModuleType] = [
-    login, logout, list_games, install, update, play, playtime, verify, repair, rollback, uninstall, status, config,
+    login, logout, list_games, install, adopt, update, play, playtime, verify, repair, rollback, uninstall, status, config,
     gui,
     register_url_handler, admin,
 ]
