@@ -129,6 +129,7 @@ class PushResult:
     resumed_from: int
     status: str
     seconds: float
+    phases: dict[str, float]  # seconds spent hashing, planning, packing, uploading, finalizing and waiting
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -171,12 +172,23 @@ def push_build(
     root = Path(path)
     if not root.is_dir():
         raise AdminError(f"{root}: not a folder (push a build folder; the server also takes archives via manage.py)")
+    phases: dict[str, float] = {}
+    mark = started
+
+    def phase(name: str) -> None:
+        nonlocal mark
+        now = time.monotonic()
+        phases[name] = round(phases.get(name, 0.0) + now - mark, 3)
+        mark = now
+
     manifest = scan_directory(root, version=version)
+    phase("hash")
     content_hash = manifest.content_hash()
     asked: dict[str, Any] = {"game": game, "manifest": json.loads(manifest.to_json())}
     if platform:
         asked["platform"] = platform
     plan = _admin_call(lambda: ctx.api.post_json("builds/uploads/plan", asked))
+    phase("plan")
     platform = str(plan["platform"])  # the server's default when none was named
     say(f"{plan['needed_files']} of {plan['total_files']} files are new or changed "
         f"({plan['needed_bytes']} of {plan['total_bytes']} bytes)"
@@ -216,20 +228,24 @@ def push_build(
         state.upload_id = session["id"]
         _save_state(state_file, state)
     resumed_from = int(session["received"])
+    phase("pack")
     sent = _upload(ctx, state, start=resumed_from, progress=progress)
+    phase("upload")
     finalized = _admin_call(lambda: ctx.api.post_json(f"builds/uploads/{state.upload_id}/finalize", None, ok=(202,)))
+    phase("finalize")
     version_data = finalized["version"]
     Path(state.archive).unlink(missing_ok=True)
     state_file.unlink(missing_ok=True)
     status = version_data["status"]
     if wait > 0:
         status = _wait_ready(ctx, game=game, version=version, platform=platform, timeout=wait)
+        phase("wait")
     return PushResult(
         game=game, version=version, platform=platform, files=len(manifest.files), total_bytes=manifest.total_size,
         needed_files=int(plan["needed_files"]), needed_bytes=int(plan["needed_bytes"]),
         block_files=len(plan.get("rdiff") or []) if state.layout == "rdiff" else 0, sent_bytes=sent,
         upload_bytes=state.archive_size, basis_version=plan.get("basis_version"), resumed_from=resumed_from,
-        status=status, seconds=time.monotonic() - started,
+        status=status, seconds=time.monotonic() - started, phases=phases,
     )
 
 
