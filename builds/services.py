@@ -9,6 +9,7 @@ push sweeps away, and nothing visible changed.
 
 from __future__ import annotations
 
+import errno
 import gzip
 import logging
 import os
@@ -222,6 +223,21 @@ def _stage_build(*, source: Path, tree: Path, version: str, progress: Progress |
     return Manifest(version=version, files=tuple(records))
 
 
+def _adopt_staged(source: Path, staging: Path, manifest: Manifest, name: str) -> Manifest | None:
+    """Move a tree already checked against `manifest` to `staging`; None when it is on another filesystem
+    (then it is copied and hashed like any build)."""
+    if manifest.version != name:
+        raise BuildError(f"the staged manifest is for version {manifest.version!r}, not {name!r}")
+    try:
+        os.rename(source, staging)
+    except OSError as exc:
+        if exc.errno == errno.EXDEV:
+            return None
+        raise BuildError(f"cannot move the assembled build into place: {exc}") from exc
+    os.sync()  # as _stage_build: the files are on disk before the database commit makes the version exist
+    return manifest
+
+
 # --- Pushing ----------------------------------------------------------------------------------
 
 
@@ -274,8 +290,12 @@ def push_version(
     publish: bool = True,
     progress: Progress | None = None,
     platform: str | None = None,
+    staged: Manifest | None = None,
 ) -> PushResult:
-    """Push a build as the newest version of the game for a platform (default MIST_DEFAULT_PLATFORM)."""
+    """Push a build as the newest version of the game for a platform (default MIST_DEFAULT_PLATFORM).
+
+    With `staged`, `source` is a tree on the storage disk that the caller built and checked against that
+    manifest (a remote push's assembled tree, see builds.partial): it is moved into place, not copied."""
     try:
         validate_version_name(name)
         platform = platform_or_default(platform)
@@ -292,7 +312,7 @@ def push_version(
         with push_lock():
             return _push_locked(
                 game=game, name=name, source=source, notes=notes, user=user, publish=publish, progress=progress,
-                platform=platform,
+                platform=platform, staged=staged,
             )
     except BackupInProgress as exc:
         raise PushBlocked(str(exc)) from None
@@ -300,7 +320,7 @@ def push_version(
 
 def _push_locked(
     *, game: Game, name: str, source: Path, notes: str, user: Any, publish: bool, progress: Progress | None,
-    platform: str,
+    platform: str, staged: Manifest | None = None,
 ) -> PushResult:
     sweep_staging(game=game, platform=platform)
 
@@ -309,7 +329,9 @@ def _push_locked(
     trees.mkdir(parents=True, exist_ok=True)
     staging = trees / f".staging-{uuid.uuid4().hex}"
     try:
-        manifest = _stage_build(source=source, tree=staging, version=name, progress=progress)
+        manifest = _adopt_staged(source, staging, staged, name) if staged is not None else None
+        if manifest is None:
+            manifest = _stage_build(source=source, tree=staging, version=name, progress=progress)
         content_hash = manifest.content_hash()
         same = builds.filter(content_hash=content_hash).first()
         if same is not None:

@@ -174,11 +174,13 @@ def finalize_upload(*, session: UploadSession, user: Any) -> PushResult:
     path.rename(archive)
     tree: Path | None = None
     try:
+        staged = None
         if session.manifest:
             tree = partial.assemble_tree(session=session, archive=archive)
+            staged = partial.parse_manifest(session.manifest)  # every file of the tree was checked against it
         result = push_version(
             game=session.game, name=session.version_name, source=tree or archive, notes=session.notes, user=user,
-            platform=session.platform,
+            platform=session.platform, staged=staged,
         )
     except PushBlocked:
         if tree is not None:
