@@ -7,8 +7,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, cast
 
+from builds import objectstore, storage
 from builds import services as builds_services
-from builds import storage
 from builds.models import Version
 from catalog.models import Game
 from deltas.models import DirectDelta, JumpDelta
@@ -41,7 +41,7 @@ def _check_tree(root: Path, manifest: Manifest, what: str) -> Iterator[str]:
 def _check_base_archive(version: Version, manifest: Manifest) -> Iterator[str]:
     path = storage.base_archive_path(version.game.slug, version.platform, version.name)
     if not path.is_file():
-        if version.status == Version.Status.READY:
+        if version.status == Version.Status.READY and not _in_bucket(path):
             yield f"base archive {path.name}: missing"
         return
     expected = manifest.by_path()
@@ -59,6 +59,12 @@ def _check_base_archive(version: Version, manifest: Manifest) -> Iterator[str]:
         return
     for rel in sorted(set(expected) - seen):
         yield f"base archive {path.name}: {rel} is missing"
+
+
+def _in_bucket(path: Path) -> bool:
+    """MIST_STORAGE=s3: the bucket has the artifact (the bucket check verifies its bytes), so a missing local
+    copy is one the disk dropped as cache, not a loss."""
+    return objectstore.enabled() and objectstore.head(objectstore.key_for(path)) is not None
 
 
 def check_game(game: Game) -> Iterator[str]:
@@ -92,14 +98,17 @@ def _check_platform(game: Game, platform: str) -> Iterator[str]:
         "from_version", "to_version"
     ):
         bundle = storage.delta_bundle_path(game.slug, platform, delta.from_version.name, delta.to_version.name)
+        in_bucket = not bundle.is_file() and _in_bucket(bundle)  # a local copy dropped (deltas.localcopies)
         if not bundle.is_file():
-            yield f"delta {delta.dirname}: bundle missing"
+            if not in_bucket:
+                yield f"delta {delta.dirname}: bundle missing"
         elif bundle.stat().st_size != delta.bundle_size or sha256_file(bundle) != delta.bundle_sha256:
             yield f"delta {delta.dirname}: bundle does not match its recorded sha256"
         folder = storage.delta_dir(game.slug, platform, delta.from_version.name, delta.to_version.name)
         manifest_file = folder / "delta_manifest.json"
         if not manifest_file.is_file():
-            yield f"delta {delta.dirname}: delta_manifest.json missing"
+            if not in_bucket:  # the folder is unpacked again from the bundle when chain replay needs it
+                yield f"delta {delta.dirname}: delta_manifest.json missing"
         elif sha256_file(manifest_file) != delta.manifest_sha256:
             yield f"delta {delta.dirname}: delta_manifest.json differs from the recorded one"
     # Jump deltas are cache: a damaged one is reported and dropped (the next request makes it again).

@@ -7,7 +7,7 @@ from typing import Any
 from builds import services as builds_services
 from builds.jobs import run_job
 from builds.models import Job, Version
-from deltas import services
+from deltas import localcopies, services
 
 
 def _version_failed(job: Job, error: str) -> None:
@@ -18,6 +18,7 @@ def _version_failed(job: Job, error: str) -> None:
 def make_direct_delta(job_id: str) -> None:
     def handle(job: Job) -> dict[str, Any]:
         delta = services.make_direct_delta(to_version=job.version)
+        localcopies.trim_after_job(job)  # MIST_S3_LOCAL_BYTES: the disk stays a bounded cache of the bucket
         return {"download_size": delta.download_size, "bundle_size": delta.bundle_size, "ops": delta.op_counts}
 
     run_job(job_id, handle, on_failure=_version_failed)

@@ -74,6 +74,9 @@ MIST_S3_PRESIGN_SECONDS = env.int("MIST_S3_PRESIGN_SECONDS", default=900)
 # Serve downloads through this server (read from the bucket) instead of redirecting: for buckets friends cannot reach.
 MIST_S3_PROXY = env.bool("MIST_S3_PROXY", default=False)
 MIST_S3_PART_BYTES = env.int("MIST_S3_PART_BYTES", default=64 * 1024**2)
+# The storage disk as a bounded cache of the bucket: local copies of base archives and delta bundles (and their
+# folders) beyond this many bytes are dropped, oldest first, once the bucket's copy is verified (0: keep all).
+MIST_S3_LOCAL_BYTES = env.int("MIST_S3_LOCAL_BYTES", default=0)
 if MIST_STORAGE == "s3" and not MIST_S3_BUCKET:
     raise ImproperlyConfigured("MIST_STORAGE=s3 needs MIST_S3_BUCKET (and the endpoint and keys, see docs/RUNBOOK.md)")
 # The platform of a push or a request that names none, and of everything pushed before platforms existed.

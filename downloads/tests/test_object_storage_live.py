@@ -213,3 +213,72 @@ def test_switching_a_running_instance_to_the_bucket(settings: Any, s3_server: An
     answer = requests.get(f"{live_server.url}/dl/archive/{SLUG}/windows/2.0", allow_redirects=False, timeout=10,
                           headers={"Authorization": f"Bearer {api._tokens.access}"})  # type: ignore[union-attr]
     assert answer.status_code == 404, answer.status_code
+
+
+def test_the_local_disk_is_a_bounded_cache_of_the_bucket(s3_storage: dict[str, str], worker: Any, live_server: Any,
+                                                         friend: Any, settings: Any, tmp_path: Path) -> None:
+    """MIST_S3_LOCAL_BYTES / `storage_trim`: local copies of old base archives and delta bundles go once their
+    objects are verified (a garbled object keeps its local copy), storage_check stays clean, and chain replay
+    brings back what an old version needs, byte-identical."""
+    from builds.models import Job
+    from deltas.localcopies import trim_after_job
+
+    src = {"1.0": make_build(tmp_path / "src" / "1.0", seed=175, big_file_bytes=900_000)}
+    src["2.0"] = next_version(src["1.0"], tmp_path / "src" / "2.0", seed=175, step=1)
+    src["3.0"] = next_version(src["2.0"], tmp_path / "src" / "3.0", seed=175, step=2)
+    game = Game.objects.create(slug=SLUG, title="Cloudy")
+    for name, folder in src.items():
+        version = push_version(game=game, name=name, source=folder).version
+        worker.wait_for(lambda v=version: ready(v.pk), timeout=180, what=f"{name} ready")
+    worker.wait_for(jobs_settled, timeout=180, what="the archive")
+    base = storage.base_archive_path(SLUG, "windows", "1.0")
+    old_bundle = storage.delta_bundle_path(SLUG, "windows", "1.0", "2.0")
+    old_folder = storage.delta_dir(SLUG, "windows", "1.0", "2.0")
+    new_bundle = storage.delta_bundle_path(SLUG, "windows", "2.0", "3.0")
+    assert base.is_file() and old_bundle.is_file() and old_folder.is_dir() and new_bundle.is_file()
+
+    # the bucket's copy of the old bundle is garbled: its local copy is kept, everything else that may go goes
+    s3 = objectstore.client()
+    key = objectstore.key_for(old_bundle)
+    good = old_bundle.read_bytes()
+    s3.put_object(Bucket=objectstore.bucket(), Key=key, Body=good[:-10],
+                  Metadata={"sha256": hashlib.sha256(good).hexdigest()})
+    out = io.StringIO()
+    with pytest.raises(CommandError, match="could not go"):
+        call_command("storage_trim", "--budget", "0", stdout=out)
+    assert "kept delta cloudy 1.0 -> 2.0 [windows]: the bucket's object differs" in out.getvalue(), out.getvalue()
+    assert "dropped base archive cloudy 1.0 [windows]" in out.getvalue()
+    assert not base.exists() and old_bundle.read_bytes() == good and old_folder.is_dir()
+    assert new_bundle.is_file()  # the newest build keeps its copies
+
+    # storage_sync puts the right bytes back; then the old bundle and its folder go too
+    call_command("storage_sync", stdout=io.StringIO())
+    out = io.StringIO()
+    call_command("storage_trim", "--budget", "0", stdout=out)
+    assert "dropped delta cloudy 1.0 -> 2.0 [windows]" in out.getvalue(), out.getvalue()
+    assert not old_bundle.exists() and not old_folder.exists() and new_bundle.is_file()
+    assert not list(old_folder.parent.glob(f".{old_folder.name}*"))  # nothing half-removed left behind
+    out = io.StringIO()
+    call_command("storage_check", stdout=out)
+    assert "storage matches the database" in out.getvalue(), out.getvalue()
+
+    # an old version is rebuilt from the bucket's base archive and bundle when a friend asks for it
+    shutil.rmtree(storage.cache_root())
+    storage.cache_root().mkdir()
+    CacheEntry.objects.all().delete()
+    p = _friend(tmp_path, "home", live_server.url)
+    p.run("install", SLUG, "--version", "2.0", "--platform", "windows")
+    assert tree_bytes(p.home / "games" / SLUG) == tree_bytes(src["2.0"])
+    assert base.is_file() and (old_folder / "delta_manifest.json").is_file()  # fetched back, verified
+
+    # the worker's own trim (after a delta job, MIST_S3_LOCAL_BYTES): never while another job may be reading
+    settings.MIST_S3_LOCAL_BYTES = 1
+    mine = Job.objects.filter(kind=Job.Kind.DIRECT_DELTA).first()
+    assert mine is not None
+    other = Job.objects.create(kind=Job.Kind.RECONSTRUCT, key="reconstruct:test", task="deltas.tasks.reconstruct",
+                               status=Job.Status.RUNNING)
+    trim_after_job(mine)
+    assert base.is_file()
+    Job.objects.filter(pk=other.pk).update(status=Job.Status.DONE)
+    trim_after_job(mine)
+    assert not base.exists() and not old_folder.exists()

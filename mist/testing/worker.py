@@ -51,6 +51,7 @@ def subprocess_env(**extra: str) -> dict[str, str]:
             "MIST_S3_SECRET_ACCESS_KEY": settings.MIST_S3_SECRET_ACCESS_KEY,
             "MIST_S3_PREFIX": settings.MIST_S3_PREFIX,
             "MIST_S3_PART_BYTES": str(settings.MIST_S3_PART_BYTES),
+            "MIST_S3_LOCAL_BYTES": str(settings.MIST_S3_LOCAL_BYTES),
         }
     )
     env.update(extra)
