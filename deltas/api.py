@@ -112,8 +112,10 @@ class IndirectRequestView(APIView):
         if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
             return Response({"detail": "paths: must be a JSON list of file paths"}, status=status.HTTP_400_BAD_REQUEST)
         try:
+            engines = [e for e in str(request.data.get("engines") or "").split(",") if e][:32]
             job = services.request_indirect_update(
-                game=game, to_version=to_version, signatures_upload=upload, paths=paths, user=request.user
+                game=game, to_version=to_version, signatures_upload=upload, paths=paths, user=request.user,
+                engines=engines,
             )
         except services.DeltaError as exc:
             code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE if "larger than" in str(exc) else status.HTTP_400_BAD_REQUEST

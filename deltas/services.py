@@ -30,7 +30,7 @@ from builds import services as builds_services
 from builds.jobs import JobFailed, ensure_job, job_payload
 from builds.locks import BackupInProgress, push_lock
 from builds.manifest_cache import cached_manifest
-from builds.models import CacheEntry, Job, Version
+from builds.models import CacheEntry, FileEntry, Job, Version
 from catalog.models import Game
 from deltas import plan_cache
 from deltas.models import DirectDelta, JumpDelta
@@ -364,7 +364,8 @@ def _verify_tree(root: Path, manifest: Manifest) -> None:
 
 
 def request_indirect_update(
-    *, game: Game, to_version: Version, signatures_upload: Any, paths: list[str], user: Any
+    *, game: Game, to_version: Version, signatures_upload: Any, paths: list[str], user: Any,
+    engines: list[str] | None = None,
 ) -> Job:
     """Validate a signature upload now (bad input is a 400, not a failed job) and queue the job."""
     manifest = builds_services.read_manifest(version=to_version)
@@ -408,6 +409,9 @@ def request_indirect_update(
                 "paths": paths,
                 "upload_dir": str(upload_dir),
                 "signatures": {path: sig.name for path, sig in signatures.items()},
+                # The client applies the direct deltas' engines: files whose exact basis the server has
+                # (by sha256, in any version on disk) get those instead of librsync.
+                "known_bases": bool(engines) and mindirect.KNOWN_BASIS_ENGINES <= set(engines or ()),
             },
         )
     except BaseException:
@@ -429,6 +433,7 @@ def make_indirect_bundle(*, job: Job) -> dict[str, Any]:
     target_root = reconstruct_version(version=version)
     out = storage.indirect_bundle_path(str(job.pk))
     out.parent.mkdir(parents=True, exist_ok=True)
+    known = known_bases(version=version, basis_info=basis_info) if job.params.get("known_bases") else {}
     manifest = mindirect.build_indirect_bundle(
         signatures=signatures,
         basis_info=basis_info,
@@ -436,6 +441,8 @@ def make_indirect_bundle(*, job: Job) -> dict[str, Any]:
         target_manifest=builds_services.read_manifest(version=version),
         paths=paths,
         out=out,
+        known_bases=known,
+        hdiff_max_bytes=settings.MIST_HDIFF_MAX_BYTES,
     )
     size = out.stat().st_size
     sha = sha256_file(out)
@@ -449,6 +456,29 @@ def make_indirect_bundle(*, job: Job) -> dict[str, Any]:
         "sha256": sha,
         "files": len(manifest.ops) if hasattr(manifest, "ops") else len(paths),
     }
+
+
+def known_bases(*, version: Version, basis_info: dict[str, dict[str, Any]]) -> dict[str, Path]:
+    """For the client's files whose content some version of this game and platform has (same sha256), that
+    file in a version tree on this disk: the indirect bundle diffs against it with the direct engines."""
+    wanted = {str(info["sha256"]) for info in basis_info.values()}
+    if not wanted:
+        return {}
+    where: dict[str, Path] = {}
+    trees: dict[int, Path | None] = {}
+    rows = FileEntry.objects.filter(version__game=version.game, version__platform=version.platform,
+                                    sha256__in=wanted).select_related("version").order_by("-version__seq")
+    for row in rows:
+        if row.sha256 in where:
+            continue
+        if row.version_id not in trees:
+            trees[row.version_id] = _cached_tree(row.version)  # the storage tree or a cached one
+        tree = trees[row.version_id]
+        if tree is not None:
+            candidate = tree.joinpath(*row.path.split("/"))
+            if candidate.is_file():
+                where[row.sha256] = candidate
+    return {path: where[str(info["sha256"])] for path, info in basis_info.items() if str(info["sha256"]) in where}
 
 
 def discard_indirect_upload(*, job: Job) -> None:

@@ -419,7 +419,7 @@ def _nearest(rows: list[tuple[int, str]], size: int, max_ratio: float) -> str | 
     return None if best is None else best[1]
 
 
-def _diff_with_check(
+def diff_with_check(
     *,
     basis: FileRecord,
     old_file: Path,
@@ -483,7 +483,7 @@ def _encode(
     full_rel = f"new_files/{group.index:06d}.zst"
     patch: _Encoded | None = None
     if group.basis is not None and target.size > 0:
-        engine, patch_file = _diff_with_check(  # checks the new file against the manifest too
+        engine, patch_file = diff_with_check(  # checks the new file against the manifest too
             basis=group.basis,
             old_file=_file_in(old_root, group.basis.path),
             target=target,

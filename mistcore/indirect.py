@@ -38,10 +38,12 @@ import pyrsync
 import zstandard
 
 from mistcore import __version__
-from mistcore.engines import ENGINES, rdiff
+from mistcore.delta import ZPATCH_MAX_BYTES, diff_with_check
+from mistcore.engines import DIRECT_ENGINES, ENGINES, rdiff, windowed
 from mistcore.errors import ArchiveError, IntegrityError, ManifestError, MistCoreError, SignatureError, UnsafePathError
 from mistcore.fsutil import CHUNK, HashingWriter, _rmtree, atomic_write, deferred_fsync, open_regular, sha256_file
 from mistcore.manifest import (
+    FileRecord,
     Manifest,
     canonical_json,
     expect_bool,
@@ -62,6 +64,9 @@ SIGNATURES_JSON = "signatures.json"
 MANIFEST_NAME = "indirect_manifest.json"
 MAX_SIGNATURES_JSON = 64 << 20
 BUNDLE_LEVEL = 3
+# Engines of the direct deltas, used where the server holds the client's exact basis (the same sha256 in a
+# version it has on disk): ops with them are made only for clients that say they apply them.
+KNOWN_BASIS_ENGINES = frozenset(DIRECT_ENGINES - {"zstd"})
 _OP_KEYS = (
     "path",
     "engine",
@@ -272,6 +277,9 @@ class IndirectManifest:
             if engine == "rdiff":
                 basis = expect_sha256(entry["basis_sha256"], where)
                 ok = blob.startswith("deltas/")
+            elif engine in KNOWN_BASIS_ENGINES:
+                basis = expect_sha256(entry["basis_sha256"], where)
+                ok = blob.startswith("patches/")
             elif engine == "zstd":
                 if entry["basis_sha256"] is not None:
                     raise ManifestError(f"{where}: a zstd op has no basis")
@@ -324,15 +332,24 @@ def build_indirect_bundle(
     paths: Iterable[str],
     out: Path,
     level: int = 19,
+    known_bases: dict[str, Path] | None = None,
+    hdiff_max_bytes: int = 64 << 20,
 ) -> IndirectManifest:
-    """Server side: an rdiff delta (or the whole file, if smaller) per requested path, packed at ``out``."""
+    """Server side: an rdiff delta (or the whole file, if smaller) per requested path, packed at ``out``.
+
+    ``known_bases`` maps a path to a file the server holds whose content is exactly the client's basis (the
+    sha256 of signatures.json, found in a version the server has): that path gets the direct deltas' engines
+    (HDiffPatch, zstd --patch-from) against it instead of librsync, which diffs blocks blind. Only for
+    clients that apply those engines (see KNOWN_BASIS_ENGINES)."""
     out = Path(out)
     targets = target_manifest.by_path()
+    known_bases = known_bases or {}
     ops: list[IndirectOp] = []
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.build-") as tmp_name:
         tmp = Path(tmp_name)
         (tmp / "deltas").mkdir()
         (tmp / "new_files").mkdir()
+        (tmp / "patches").mkdir()
         for i, path in enumerate(sorted(set(paths))):
             rec = targets.get(path)
             if rec is None:
@@ -341,13 +358,21 @@ def build_indirect_bundle(
             full_rel = f"new_files/{i:06d}.zst"
             engine, blob, basis = "zstd", full_rel, None
             delta_size: int | None = None
-            if path in signatures:
+            info = basis_info.get(path)
+            known = _known_patch(path, rec, info, known_bases, new_file, tmp / "patches" / f"{i:06d}",
+                                 level=level, hdiff_max_bytes=hdiff_max_bytes) if path in signatures else None
+            if known is not None:
+                rdiff_engine, patch_file = known
+                delta_rel = f"patches/{patch_file.name}"
+                delta_size = patch_file.stat().st_size  # compressed already: the bundle's zstd adds nothing
+            elif path in signatures:
                 if path not in basis_info:
                     raise SignatureError(f"{path}: signature without basis information", path=path)
                 delta_rel = f"deltas/{i:06d}.rdiff"
                 rdiff.delta_file(signature=signatures[path], new=new_file, out=tmp / delta_rel)
                 # The bundle compresses the delta's literal bytes, so compare compressed sizes.
                 delta_size = _compressed_size(tmp / delta_rel, BUNDLE_LEVEL)
+                rdiff_engine = "rdiff"
             full_size: int | None
             try:
                 # The whole file only as far as it can still beat the delta (see delta._encode).
@@ -360,7 +385,7 @@ def build_indirect_bundle(
                 if full_size is None or delta_size < full_size:
                     if full_size is not None:
                         os.unlink(tmp / full_rel)
-                    engine, blob, basis = "rdiff", delta_rel, basis_info[path]["sha256"]
+                    engine, blob, basis = rdiff_engine, delta_rel, basis_info[path]["sha256"]
                 else:
                     os.unlink(tmp / delta_rel)
             ops.append(
@@ -388,6 +413,28 @@ def build_indirect_bundle(
             extra_files={MANIFEST_NAME: manifest.to_json()},
         )
     return manifest
+
+
+def _known_patch(path: str, rec: FileRecord, info: dict[str, Any] | None, known_bases: dict[str, Path],
+                 new_file: Path, out_stem: Path, *, level: int, hdiff_max_bytes: int) -> tuple[str, Path] | None:
+    """(engine, patch) against the server's copy of the client's exact basis; None without one, or when that
+    copy is not what its sha256 says (then librsync diffs against the signature as before)."""
+    if info is None or path not in known_bases or rec.size == 0:
+        return None
+    basis = FileRecord(path=path, size=int(info["size"]), sha256=str(info["sha256"]), executable=False)
+    old_file = Path(known_bases[path])
+    try:
+        if old_file.stat().st_size != basis.size:
+            return None
+        return diff_with_check(basis=basis, old_file=old_file, target=rec, new_file=new_file, out_stem=out_stem,
+                               hdiff_max_bytes=hdiff_max_bytes, zpatch_max_bytes=ZPATCH_MAX_BYTES,
+                               window=windowed.DEFAULT_WINDOW, level=level)
+    except IntegrityError:
+        if sha256_file(new_file) != rec.sha256:
+            raise  # the target itself is wrong: nothing else would fix that
+        return None
+    except OSError:
+        return None
 
 
 # Client: applying a bundle.
@@ -430,6 +477,18 @@ def _stage_indirect(
         dst.parent.mkdir(parents=True, exist_ok=True)
         if op.engine == "rdiff":
             _apply_rdiff(op, blob=blob, basis=install_root.joinpath(*op.path.split("/")), dst=dst)
+        elif op.engine in KNOWN_BASIS_ENGINES:
+            basis = install_root.joinpath(*op.path.split("/"))
+            _check_basis(op, basis)
+            ENGINES[op.engine].apply_file(
+                old=basis,
+                patch=blob,
+                out=dst,
+                expected_size=op.target_size,
+                expected_sha256=op.target_sha256,
+                old_sha256=op.basis_sha256,
+                patch_sha256=op.blob_sha256,
+            )
         else:
             ENGINES["zstd"].apply_file(
                 old=None,
@@ -444,7 +503,7 @@ def _stage_indirect(
     return written
 
 
-def _apply_rdiff(op: IndirectOp, *, blob: Path, basis: Path, dst: Path) -> None:
+def _check_basis(op: IndirectOp, basis: Path) -> None:
     try:
         local_sha = sha256_file(basis) if basis.is_file() and not basis.is_symlink() else None
     except OSError:
@@ -453,6 +512,10 @@ def _apply_rdiff(op: IndirectOp, *, blob: Path, basis: Path, dst: Path) -> None:
         raise IntegrityError(
             f"{op.path}: the local file changed since its signature was made; fetch it whole", path=op.path
         )
+
+
+def _apply_rdiff(op: IndirectOp, *, blob: Path, basis: Path, dst: Path) -> None:
+    _check_basis(op, basis)
     if sha256_file(blob) != op.blob_sha256:
         raise IntegrityError(f"{op.blob}: delta is corrupt (SHA-256 mismatch)", path=op.path)
     try:

@@ -227,3 +227,40 @@ def test_a_copy_from_elsewhere_is_matched_to_its_version_and_then_updates_by_a_j
     code, none, _ = other.run("adopt", "hopper", str(stranger), "--platform", "windows", ok=False)
     assert code == 1 and "matches no version" in none["error"], none
     assert not (tmp_path / "home2" / "state" / "hopper.json").exists()
+
+
+def test_an_indirect_update_diffs_files_the_server_knows_with_the_direct_engines(
+        tmp_path: Path, worker: Any, admin_user: Any, live_server: Any, friend: Any) -> None:
+    """The indirect route (the route for an unknown basis): a client file whose sha256 the server finds in a
+    version it has is diffed with HDiffPatch / zstd --patch-from against that copy; a modded file (a basis the
+    server has never seen) goes by librsync; the install ends as the target, byte for byte."""
+    from builds import storage
+    from builds.models import Job
+    from mistcore import safetar
+    from mistcore.indirect import MANIFEST_NAME, IndirectManifest
+
+    builds = _push_series(tmp_path, worker, admin_user, 3, 1_500_000)
+    old, new = tree_bytes(builds["1.0"]), tree_bytes(builds["3.0"])
+    changing = sorted(p for p in old if p in new and old[p] != new[p])
+    p = Patcher(tmp_path / "home", live_server.url)
+    p.run("login", "--username", "friend", "--password-stdin", stdin=PASSWORD + "\n")
+    p.run("install", "hopper", "--version", "1.0", "--platform", "windows")
+    install = p.home / "games" / "hopper"
+    modded = max(changing, key=lambda path: len(old[path][0]))
+    data = old[modded][0]
+    (install / modded).write_bytes(data[:2000] + b"mod" * 300 + data[2900:])
+
+    code, result, _ = p.run("update", "hopper", "--version", "3.0", "--route", "indirect")
+    assert result["route"] == "indirect", result
+    assert tree_bytes(install) == new
+    job = Job.objects.filter(kind=Job.Kind.INDIRECT, status=Job.Status.DONE).latest("created_at")
+    assert job.params["known_bases"] is True  # this patcher said it applies the direct engines
+    bundle = storage.indirect_bundle_path(str(job.pk))
+    manifest = next(IndirectManifest.from_json(reader.read()) for name, _size, reader in safetar.iter_tar_zst(
+        bundle, max_members=10_000, max_total_bytes=1 << 30) if name == MANIFEST_NAME)
+    engines = {op.path: op.engine for op in manifest.ops}
+    assert engines[modded] == "rdiff", engines
+    direct = {path: engine for path, engine in engines.items() if engine in ("hdiff", "hdiff-lzma", "zstd-patch",
+                                                                            "hdiff-window")}
+    big = {path for path in changing if path != modded and len(new[path][0]) > 100_000}
+    assert big and big <= set(direct), engines  # (a tiny text file may go whole: a tie goes to zstd)

@@ -22,6 +22,7 @@ from mist_patcher import __version__
 from mist_patcher.core.control import NEVER_CANCELLED, Control
 from mist_patcher.core.credentials import CredentialStore, Tokens
 from mist_patcher.core.errors import ApiError, NotLoggedIn, PatcherError, ServerUnreachable
+from mistcore.engines import ENGINES
 from mistcore.errors import MistCoreError
 from mistcore.manifest import Manifest
 
@@ -265,7 +266,9 @@ class ApiClient:
         self, slug: str, *, to_version: str, signatures: Path, paths: list[str], platform: str | None = None
     ) -> dict[str, Any]:
         """Upload a signature set; returns the 202 body (``job``, ``job_url``)."""
-        data = {"to_version": to_version, "paths": json.dumps(paths)}
+        # The patch engines this patcher applies: the server may then diff a file whose exact content it
+        # knows (the same sha256 in a version it has) with them instead of librsync.
+        data = {"to_version": to_version, "paths": json.dumps(paths), "engines": ",".join(sorted(ENGINES))}
         if platform:
             data["platform"] = platform
         with open(signatures, "rb") as f:

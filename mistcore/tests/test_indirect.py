@@ -106,6 +106,37 @@ def test_multi_version_jump(work: Path, chain: list[Manifest]) -> None:
     )
 
 
+def test_a_known_basis_gets_the_direct_engines_and_beats_librsync(work: Path, chain: list[Manifest]) -> None:
+    """The server holds the client's exact basis (v1's files): those get HDiffPatch / zstd --patch-from against
+    it instead of librsync; a wrong server copy (sha256 mismatch) falls back to rdiff; the result is v3."""
+    v1, _, v3 = chain
+    clone_tree(work / "v1", work / "install")
+    wanted, removed = _update_plan(v1, v3)
+    signature_set(root=work / "install", paths=wanted, out_tar=work / "sigs.tar")
+    sigs = read_signature_set(src=work / "sigs.tar", dest_dir=work / "s", allowed_paths=set(wanted), max_bytes=10**7)
+    blind = build_indirect_bundle(signatures=sigs, basis_info=sigs.basis_info, target_root=work / "v3",
+                                  target_manifest=v3, paths=wanted, out=work / "blind.tar.zst")
+    known = {path: work / "v1" / path for path in sigs}
+    (work / "rotten").mkdir()
+    (work / "rotten" / "a.pak").write_bytes(b"not the client's file" * 10)
+    known["data/a.pak"] = work / "rotten" / "a.pak"  # a copy that is not what its sha256 says: not used
+    manifest = build_indirect_bundle(signatures=sigs, basis_info=sigs.basis_info, target_root=work / "v3",
+                                     target_manifest=v3, paths=wanted, out=work / "known.tar.zst",
+                                     known_bases=known)
+    engines = {op.path: op.engine for op in manifest.ops}
+    assert engines["game.exe"] in ("hdiff", "hdiff-lzma", "zstd-patch"), engines
+    assert engines["data/a.pak"] == "rdiff" and engines["new/ünï.bin"] == "zstd"  # no basis: whole
+    by_path = {op.path: op for op in manifest.ops}
+    blind_ops = {op.path: op for op in blind.ops}
+    assert by_path["game.exe"].blob_size < blind_ops["game.exe"].blob_size
+    assert (work / "known.tar.zst").stat().st_size < (work / "blind.tar.zst").stat().st_size
+    assert by_path["game.exe"].basis_sha256 == v1.by_path()["game.exe"].sha256
+    written = apply_indirect_to_stage(bundle=work / "known.tar.zst", install_root=work / "install",
+                                      stage_dir=work / "stage", max_total_bytes=10 << 20)
+    commit_stage(install_root=work / "install", stage_dir=work / "stage", written=written, removed=removed)
+    assert snapshot(work / "install") == snapshot(work / "v3")
+
+
 def test_changed_local_file_is_named(work: Path, chain: list[Manifest]) -> None:
     v1, v2, _ = chain
     clone_tree(work / "v1", work / "install")
