@@ -33,6 +33,7 @@ from bench import gamegen, tools
 from bench.report import Row, mb
 from mistcore import delta as mdelta
 from mistcore import indirect as mindirect
+from mistcore.delta import similar_bases
 from mistcore.manifest import Manifest, scan_directory
 from mistcore.safetar import pack_tar_zst
 
@@ -197,14 +198,19 @@ class Measure:
         return {path: where[str(info["sha256"])] for path, info in basis_info.items() if str(info["sha256"]) in where}
 
     def indirect(self, a: str, b: str, *, known: bool = True) -> int:
-        """Signatures of A's differing files up plus the indirect bundle down (the unknown-basis route): the
-        files whose content the server finds in a version it has get the direct engines (`known`), the
-        others librsync."""
+        """Signatures of A's differing files up plus the indirect bundle down (the unknown-basis route): files A
+        lacks are signed as a similar file of A, and the files whose content the server finds in a version it
+        has get the direct engines (`known`, what Mist does), the others librsync; `known=False` is librsync
+        alone, file by file at the same path."""
         changed, added = self.differing(a, b)
         paths = changed + added
         with tempfile.TemporaryDirectory(dir=self.work, prefix="indirect-") as tmp_name:
             tmp = Path(tmp_name)
-            sig_size, _ = mindirect.signature_set(root=self.series.root(a), paths=paths, out_tar=tmp / "sigs.tar")
+            # as the patcher does (mist_patcher/core/heal.py): a file it lacks is diffed against a similar one
+            target = self.manifest(b).by_path()
+            bases = similar_bases(self.manifest(a), [target[p] for p in paths]) if known else {}
+            sig_size, _ = mindirect.signature_set(root=self.series.root(a), paths=paths, out_tar=tmp / "sigs.tar",
+                                                  bases=bases)
             sigs = mindirect.read_signature_set(src=tmp / "sigs.tar", dest_dir=tmp / "sigs",
                                                 allowed_paths=set(paths), max_bytes=512 << 20)
             mindirect.build_indirect_bundle(signatures=sigs, basis_info=sigs.basis_info,

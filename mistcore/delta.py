@@ -392,6 +392,22 @@ class _SimilarIndex:
         return None
 
 
+def similar_bases(local: Manifest, wanted: list[FileRecord]) -> dict[str, str]:
+    """For wanted files the local tree lacks at their own path, a local file that is probably an earlier
+    version of each (a library renamed with a new build hash, a moved file: see _SimilarIndex). An indirect
+    update signs that file in their place, so the server diffs against it instead of sending them whole."""
+    index = _SimilarIndex(local)
+    have = local.by_path()
+    found = {}
+    for rec in wanted:
+        if rec.path in have or rec.size == 0:
+            continue
+        basis = index.find(rec.path, rec.size)
+        if basis is not None:
+            found[rec.path] = basis.path
+    return found
+
+
 _HASHLIKE = re.compile(r"^(?=[0-9a-f]*\d)[0-9a-f]{6,}$")
 
 

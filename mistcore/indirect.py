@@ -127,14 +127,22 @@ def _signature_and_hash(basis: Path, out: Path) -> tuple[int, str]:
     return reader.size, reader.hexdigest()
 
 
-def signature_set(*, root: Path, paths: list[str], out_tar: Path) -> tuple[int, str]:
-    """Client side: tar of ``signatures.json`` and ``<path>.sig`` for each listed file present locally."""
+def signature_set(
+    *, root: Path, paths: list[str], out_tar: Path, bases: dict[str, str] | None = None
+) -> tuple[int, str]:
+    """Client side: tar of ``signatures.json`` and ``<path>.sig`` for each listed file present locally.
+
+    ``bases`` names, for a listed file missing locally, another local file to sign in its place (see
+    ``mistcore.delta.similar_bases``); ``apply_indirect_to_stage`` must get the same mapping."""
     root, out_tar = Path(root), Path(out_tar)
+    bases = bases or {}
     files: dict[str, dict[str, Any]] = {}
     members: dict[str, Path] = {}
     with tempfile.TemporaryDirectory(dir=out_tar.parent, prefix=f".{out_tar.name}.sigs-") as tmp:
         for i, path in enumerate(sorted(set(paths))):
             local = root.joinpath(*validate_relpath(path).split("/"))
+            if path in bases and not local.exists():
+                local = root.joinpath(*validate_relpath(bases[path]).split("/"))
             if not local.is_file() or local.is_symlink():
                 continue  # missing locally: no signature, the server sends the whole file
             sig = Path(tmp) / f"{i:06d}.sig"
@@ -445,22 +453,26 @@ def _rdiff_timeout(size: int) -> float:
     return 60.0 + size / 10e6
 
 
-def apply_indirect_to_stage(*, bundle: Path, install_root: Path, stage_dir: Path, max_total_bytes: int) -> list[str]:
-    """Unpack a bundle and write each verified new file into ``stage_dir``; return the paths written."""
+def apply_indirect_to_stage(
+    *, bundle: Path, install_root: Path, stage_dir: Path, max_total_bytes: int, bases: dict[str, str] | None = None
+) -> list[str]:
+    """Unpack a bundle and write each verified new file into ``stage_dir``; return the paths written.
+    ``bases``: the files signed in place of missing ones (``signature_set``'s)."""
     install_root, stage_dir = Path(install_root), Path(stage_dir)
     stage_dir.mkdir(parents=True, exist_ok=True)
     unpack = stage_dir.parent / f".{stage_dir.name}.bundle-{secrets.token_hex(6)}"
     written: list[str] = []
     try:
         with deferred_fsync():  # one sync at the end, before a journal may commit the stage
-            return _stage_indirect(bundle, install_root, stage_dir, unpack, max_total_bytes, written)
+            return _stage_indirect(bundle, install_root, stage_dir, unpack, max_total_bytes, written, bases or {})
     finally:
         if unpack.exists():
             _rmtree(unpack)
 
 
 def _stage_indirect(
-    bundle: Path, install_root: Path, stage_dir: Path, unpack: Path, max_total_bytes: int, written: list[str]
+    bundle: Path, install_root: Path, stage_dir: Path, unpack: Path, max_total_bytes: int, written: list[str],
+    bases: dict[str, str],
 ) -> list[str]:
     names = extract_tar_zst(src=Path(bundle), dest=unpack, max_total_bytes=max_total_bytes)
     if MANIFEST_NAME not in names:
@@ -475,10 +487,12 @@ def _stage_indirect(
             raise ArchiveError(f"indirect bundle: blob {op.blob!r} is missing or of the wrong size")
         dst = stage_dir.joinpath(*op.path.split("/"))
         dst.parent.mkdir(parents=True, exist_ok=True)
+        basis = install_root.joinpath(*op.path.split("/"))
+        if op.path in bases and not basis.exists():
+            basis = install_root.joinpath(*validate_relpath(bases[op.path]).split("/"))
         if op.engine == "rdiff":
-            _apply_rdiff(op, blob=blob, basis=install_root.joinpath(*op.path.split("/")), dst=dst)
+            _apply_rdiff(op, blob=blob, basis=basis, dst=dst)
         elif op.engine in KNOWN_BASIS_ENGINES:
-            basis = install_root.joinpath(*op.path.split("/"))
             _check_basis(op, basis)
             ENGINES[op.engine].apply_file(
                 old=basis,

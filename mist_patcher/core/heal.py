@@ -18,6 +18,7 @@ from mist_patcher.core.context import PatcherContext
 from mist_patcher.core.control import NEVER_CANCELLED, Control
 from mist_patcher.core.errors import Cancelled, DiskFullError, PatcherError
 from mist_patcher.core.progress import ProgressCallback, ProgressMeter, ignore_progress
+from mistcore.delta import similar_bases
 from mistcore.errors import MistCoreError
 from mistcore.fsutil import sha256_file
 from mistcore.indirect import apply_indirect_to_stage, signature_set
@@ -156,6 +157,16 @@ def _note(report: HealReport, note: Callable[[str], None] | None, message: str) 
         note(message)
 
 
+def _similar_local(ctx: PatcherContext, slug: str, records: list[FileRecord], source_root: Path) -> dict[str, str]:
+    try:
+        installed = ctx.state.manifest(slug)
+    except (PatcherError, MistCoreError, OSError):
+        return {}
+    missing = [r for r in records if not source_root.joinpath(*r.path.split("/")).exists()]
+    found = similar_bases(installed, missing)
+    return {path: basis for path, basis in found.items() if source_root.joinpath(*basis.split("/")).is_file()}
+
+
 def _indirect(
     ctx: PatcherContext,
     *,
@@ -177,7 +188,10 @@ def _indirect(
     meter = ProgressMeter(progress, phase="signatures", total=local_bytes, message=f"{len(paths)} file(s)")
     meter.report()
     control.checkpoint()
-    signature_set(root=source_root, paths=paths, out_tar=sig_tar)
+    # Files missing here (a library renamed with a new build hash, a moved file) are diffed against a similar
+    # local file instead of coming whole.
+    bases = _similar_local(ctx, slug, records, source_root)
+    signature_set(root=source_root, paths=paths, out_tar=sig_tar, bases=bases)
     meter.finish()
     try:
         report.uploaded += sig_tar.stat().st_size
@@ -206,7 +220,7 @@ def _indirect(
         apply_meter.report()
         apply_indirect_to_stage(
             bundle=bundle, install_root=source_root, stage_dir=stage_dir,
-            max_total_bytes=sum(r.size for r in records) + fetched.size + (16 << 20),
+            max_total_bytes=sum(r.size for r in records) + fetched.size + (16 << 20), bases=bases,
         )
         apply_meter.finish()
     finally:

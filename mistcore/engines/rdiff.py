@@ -100,10 +100,24 @@ def validate_signature(path: Path, *, max_bytes: int, expected_file_size: int | 
     return info
 
 
+STRONG_MARGIN_BITS = 32  # over librsync's minimum: a false block match stays a one in four billion event
+
+
+def strong_len_for(file_size: int, block_len: int) -> int:
+    """The strong sum length for a basis: librsync's own minimum (rs_sig_args with strong_len -1: enough bits
+    for the file's size and block count) plus STRONG_MARGIN_BITS, not its 32-byte maximum. A signature is
+    4 + strong_len bytes per block (36 of every 256 bytes of a small file at the maximum); a false match could
+    only give wrong bytes, which every caller refuses by sha256."""
+    blocks = file_size // max(block_len, 1) + 1
+    minimum = 2 + ((file_size + (1 << 24)).bit_length() - 1 + blocks.bit_length() - 1 + 7) // 8
+    return max(MIN_STRONG_LEN, min(MAX_STRONG_LEN, minimum + STRONG_MARGIN_BITS // 8))
+
+
 def signature_args(file_size: int, *, block_len: int | None = None) -> SigInfo:
-    """librsync's recommended signature parameters for a basis of ``file_size`` bytes."""
-    magic, blen, slen = pyrsync.get_signature_args(file_size, SIGNATURE_MAGIC, block_len or 0, 0)
-    return SigInfo(magic=magic, block_len=blen, strong_len=slen)
+    """librsync's recommended block length for a basis of ``file_size`` bytes, and a strong sum long enough
+    for it (``strong_len_for``)."""
+    magic, blen, _max = pyrsync.get_signature_args(file_size, SIGNATURE_MAGIC, block_len or 0, 0)
+    return SigInfo(magic=magic, block_len=blen, strong_len=strong_len_for(file_size, blen))
 
 
 def signature_file(*, basis: Path, out: Path, block_len: int | None = None) -> int:

@@ -137,6 +137,33 @@ def test_a_known_basis_gets_the_direct_engines_and_beats_librsync(work: Path, ch
     assert snapshot(work / "install") == snapshot(work / "v3")
 
 
+def test_a_file_missing_locally_is_diffed_against_a_similar_local_file(work: Path, rng: random.Random) -> None:
+    """A library renamed with a new build hash: the client signs its old one in its place (similar_bases), the
+    delta is small, and applying it with the same mapping rebuilds the new file."""
+    from mistcore.delta import similar_bases
+
+    old_lib = structured_bytes(rng, 300_000)
+    write_tree(work / "v1", {"lib/libfoo-1a2b3c4d.so.1": (old_lib, True), "readme.txt": b"hello"})
+    write_tree(work / "v2", {"lib/libfoo-9f8e7d6c.so.1": (mutate(rng, old_lib), True), "readme.txt": b"hello"})
+    v1, v2 = scan_directory(work / "v1", version="1.0"), scan_directory(work / "v2", version="2.0")
+    clone_tree(work / "v1", work / "install")
+    wanted, removed = _update_plan(v1, v2)
+    assert wanted == ["lib/libfoo-9f8e7d6c.so.1"]
+    bases = similar_bases(v1, [v2.by_path()[p] for p in wanted])
+    assert bases == {"lib/libfoo-9f8e7d6c.so.1": "lib/libfoo-1a2b3c4d.so.1"}
+    signature_set(root=work / "install", paths=wanted, out_tar=work / "sigs.tar", bases=bases)
+    sigs = read_signature_set(src=work / "sigs.tar", dest_dir=work / "s", allowed_paths=set(wanted), max_bytes=10**7)
+    assert sigs.basis_info[wanted[0]]["sha256"] == v1.by_path()["lib/libfoo-1a2b3c4d.so.1"].sha256
+    manifest = build_indirect_bundle(signatures=sigs, basis_info=sigs.basis_info, target_root=work / "v2",
+                                     target_manifest=v2, paths=wanted, out=work / "b.tar.zst")
+    [op] = manifest.ops
+    assert op.engine == "rdiff" and op.blob_size < 300_000 // 4
+    written = apply_indirect_to_stage(bundle=work / "b.tar.zst", install_root=work / "install",
+                                      stage_dir=work / "stage", max_total_bytes=10 << 20, bases=bases)
+    commit_stage(install_root=work / "install", stage_dir=work / "stage", written=written, removed=removed)
+    assert snapshot(work / "install") == snapshot(work / "v2")
+
+
 def test_changed_local_file_is_named(work: Path, chain: list[Manifest]) -> None:
     v1, v2, _ = chain
     clone_tree(work / "v1", work / "install")

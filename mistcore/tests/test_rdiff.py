@@ -39,7 +39,9 @@ def test_round_trip(work: Path, files: tuple[Path, Path, bytes]) -> None:
     old, new, data = files
     sig_size = rdiff.signature_file(basis=old, out=work / "sig")
     info = rdiff.validate_signature(work / "sig", max_bytes=sig_size, expected_file_size=old.stat().st_size)
-    assert info.magic == pyrsync.RS_RK_BLAKE2_SIG_MAGIC and info.strong_len == 32
+    assert info.magic == pyrsync.RS_RK_BLAKE2_SIG_MAGIC and info.strong_len == rdiff.strong_len_for(700_000, 256)
+    assert 8 <= info.strong_len <= 12  # librsync's minimum for the size plus 4 bytes, not its 32-byte maximum
+    assert sig_size <= 12 + (700_000 // 256 + 1) * (4 + 12)
     delta_size = rdiff.delta_file(signature=work / "sig", new=new, out=work / "delta")
     assert delta_size < len(data) // 4
     rdiff.patch_file(
