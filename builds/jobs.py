@@ -104,9 +104,12 @@ def retry_job(job: Job) -> Job:
 
 def _claim(job_id: str) -> Job | None:
     with transaction.atomic():
-        job = Job.objects.select_for_update(skip_locked=True).filter(pk=job_id).first()
+        # Wait for the row lock, never skip it: a planner queueing the same job (ensure_job) holds it for a
+        # moment, and a delivery that skipped it would leave the job queued with no task to run it. A second
+        # delivery of a task being claimed waits here too, then finds the job running and does nothing.
+        job = Job.objects.select_for_update().filter(pk=job_id).first()
         if job is None:
-            return None  # deleted, or another worker is claiming it this very moment
+            return None  # deleted
         if job.is_finished:
             return None
         if job.status == Job.Status.RUNNING and not job.is_stale(after=_stale_after()):
@@ -205,10 +208,8 @@ def recover_jobs() -> list[str]:
     cutoff = timezone.now() - _stale_after()
     requeued = []
     candidates = list(Job.objects.filter(status__in=[Job.Status.QUEUED, Job.Status.RUNNING]))
-    live = False
     for job in candidates:
         if job.status == Job.Status.RUNNING and not job.is_stale(after=_stale_after()):
-            live = True
             continue
         if job.status == Job.Status.QUEUED and job.created_at > cutoff:
             continue
@@ -217,10 +218,8 @@ def recover_jobs() -> list[str]:
     if requeued:
         logger.warning("re-queued jobs whose worker died", extra={"jobs": ",".join(requeued)})
     try:  # MIST_STORAGE=s3: uploads a killed worker left incomplete (invisible to readers) are removed
-        # Not while a job runs: its own upload may be among them (a store whose clock or whose listing of
-        # upload start times is off, as moto's is, would otherwise see a live upload as six hours old).
-        if not live:
-            objectstore.abort_stale_uploads()
+        # six hours after this server first saw them, whatever the store's clock says
+        objectstore.abort_stale_uploads()
     except Exception:  # noqa: BLE001 - a bucket that does not answer must not stop job recovery
         logger.exception("could not sweep incomplete uploads")
     return requeued

@@ -275,19 +275,38 @@ def usage() -> dict[str, int]:
     return {"objects": count, "bytes": total}
 
 
+def upload_seen_key(upload_id: str) -> str:
+    """The cache key holding when this server first saw an incomplete upload (see abort_stale_uploads)."""
+    return f"mist:s3-upload-seen:{hashlib.sha256(upload_id.encode()).hexdigest()}"
+
+
 def abort_stale_uploads(*, older_than: timedelta = timedelta(hours=6)) -> list[str]:
-    """Abort incomplete uploads (of a worker that was killed mid-upload) started more than `older_than` ago."""
+    """Abort incomplete uploads (of a worker that was killed mid-upload) started more than `older_than` ago.
+
+    "Started" is judged twice: by the store's `Initiated` date and by when this server first saw the upload
+    (kept in the shared cache). A store whose clock is off, or that dates every upload in the past as moto
+    does, would otherwise let a sweep abort a live upload of another worker; with both, an upload is aborted
+    only when it has been incomplete for `older_than` by our own clock too."""
     if not enabled():
         return []
+    from django.core.cache import cache
+
     s3 = client()
-    cutoff = datetime.now(UTC) - older_than
+    now = datetime.now(UTC)
+    cutoff = now - older_than
     aborted = []
     answer = s3.list_multipart_uploads(Bucket=bucket(), Prefix=prefix())
     for upload in answer.get("Uploads", []):
+        seen_key = upload_seen_key(upload["UploadId"])
+        first_seen = cache.get(seen_key)
+        if first_seen is None:
+            first_seen = now.timestamp()
+            cache.set(seen_key, first_seen, timeout=7 * 24 * 3600)
         initiated = upload.get("Initiated")
-        if initiated is not None and initiated > cutoff:
+        if (initiated is not None and initiated > cutoff) or first_seen > cutoff.timestamp():
             continue
         s3.abort_multipart_upload(Bucket=bucket(), Key=upload["Key"], UploadId=upload["UploadId"])
+        cache.delete(seen_key)
         aborted.append(upload["Key"])
     if aborted:
         logger.warning("aborted incomplete uploads", extra={"keys": ",".join(aborted)})

@@ -95,3 +95,42 @@ def test_a_redelivered_task_does_nothing_while_the_job_runs(db: None) -> None:
     calls = []
     assert run_job(str(job.pk), lambda j: calls.append(j)) is None
     assert calls == []
+
+
+def test_a_task_delivered_while_a_planner_holds_the_job_row_waits_and_runs_it(transactional_db: None) -> None:
+    """A planner queueing the same job (ensure_job: select_for_update on the row) while the worker claims it:
+    the claim waits for the lock and runs the job. Skipping the locked row left the job queued forever with
+    no task to run it (the load test's 20 patchers planning the same jump)."""
+    import threading
+
+    from django.db import connection, transaction
+
+    from builds.jobs import ensure_job, run_job
+
+    job, _ = ensure_job(kind=Job.Kind.RECONSTRUCT, key="contended", task="x")
+    locked, release = threading.Event(), threading.Event()
+
+    def planner() -> None:
+        try:
+            with transaction.atomic():
+                ensure_job(kind=Job.Kind.RECONSTRUCT, key="contended", task="x")  # holds the row lock
+                locked.set()
+                release.wait(10)
+        finally:
+            connection.close()
+
+    other = threading.Thread(target=planner)
+    other.start()
+    assert locked.wait(10)
+    threading.Timer(0.5, release.set).start()
+    calls: list[Any] = []
+
+    def handler(claimed: Job) -> dict[str, Any]:
+        calls.append(claimed.pk)
+        return {"ran": True}
+
+    result = run_job(str(job.pk), handler)
+    other.join(10)
+    job.refresh_from_db()
+    assert calls == [job.pk] and result is not None
+    assert (job.status, job.attempts, job.result) == (Job.Status.DONE, 1, {"ran": True})
