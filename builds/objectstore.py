@@ -144,6 +144,37 @@ def head(key: str) -> ObjectInfo | None:
                       etag=str(found.get("ETag", "")))
 
 
+# Objects under a final key never change (a new build is a new key): what a HEAD said of one is kept a few
+# minutes per process, so a download's redirect does not wait for the store each time. Only found objects
+# are kept, `delete` forgets its key here (another process forgets it when the entry expires; the download
+# view checks the database's row first, so a removed artifact is refused before this is read).
+_HEAD_SECONDS = 300.0
+_heads: dict[str, tuple[float, ObjectInfo]] = {}
+
+
+def head_cached(key: str, *, size: int, sha256: str) -> ObjectInfo | None:
+    """`head(key)`, answered from this process's memory when it found the object, with this size and sha256, in
+    the last few minutes. (A version removed and pushed again under its name reuses the key with other bytes:
+    a kept answer that does not match what the caller expects is asked again.)"""
+    now = time.monotonic()
+    kept = _heads.get(key)
+    if kept is not None and kept[0] > now and kept[1].size == size and kept[1].sha256 in ("", sha256):
+        return kept[1]
+    info = head(key)
+    if info is None:
+        _heads.pop(key, None)
+    else:
+        if len(_heads) > 10_000:
+            _heads.clear()
+        _heads[key] = (now + _HEAD_SECONDS, info)
+    return info
+
+
+def forget_kept_heads() -> None:
+    """Drop what `head_cached` keeps in this process (what the entries' expiry does after a few minutes)."""
+    _heads.clear()
+
+
 def publish(path: Path, *, sha256: str | None = None, size: int | None = None) -> ObjectInfo | None:
     """Write a finished local artifact to the bucket (see the module docstring for the atomic rule).
 
@@ -244,6 +275,7 @@ def delete(path: Path) -> None:
         key = key_for(path)
     except ObjectStoreError:
         return
+    _heads.pop(key, None)
     client().delete_object(Bucket=bucket(), Key=key)
 
 

@@ -17,6 +17,7 @@ from typing import IO, Any
 from urllib.parse import quote
 
 from django.conf import settings
+from django.db import transaction
 from django.http import FileResponse, HttpRequest, HttpResponse, HttpResponseBase, HttpResponseRedirect, JsonResponse
 
 from builds import objectstore
@@ -178,7 +179,8 @@ def _object_redirect(request: HttpRequest, *, artifact: Artifact, user: Any) -> 
     `X-Mist-SHA256` and `X-Mist-Size` say what the object must be; `X-Mist-Object-ETag` is the object's own
     strong ETag, for the client's If-Range against the object store (which knows nothing of our sha256)."""
     try:
-        info = objectstore.head(objectstore.key_for(artifact.path))
+        info = objectstore.head_cached(objectstore.key_for(artifact.path), size=artifact.size,
+                                        sha256=artifact.sha256)
         if info is None and _check_on_disk(artifact) is None:
             # Made before the switch to the bucket (or its upload was lost): publish it now, then redirect.
             info = objectstore.publish(artifact.path, sha256=artifact.sha256, size=artifact.size)
@@ -198,10 +200,11 @@ def _object_redirect(request: HttpRequest, *, artifact: Artifact, user: Any) -> 
     if request.method == "GET":
         decision = decide(range_header=request.headers.get("Range"), if_range=None, size=artifact.size,
                           etag=artifact.etag)
-        services.touch_artifact(artifact=artifact)
         client = request.headers.get("User-Agent", "")
-        services.start_download(user=user, artifact=artifact, decision=decision, via_accel=True,
-                                client=f"{client} (object store)"[:200])
+        with transaction.atomic():  # one commit for the bookkeeping: the redirect is the whole request
+            services.touch_artifact(artifact=artifact)
+            services.start_download(user=user, artifact=artifact, decision=decision, via_accel=True,
+                                    client=f"{client} (object store)"[:200])
     return response
 
 

@@ -115,3 +115,20 @@ def test_job_recovery_sweeps_an_upload_only_six_hours_after_it_first_saw_it(s3_s
     cache.set(seen, cache.get(seen) - 6 * 3600 - 1)  # six hours pass
     recover_jobs()
     assert objectstore.incomplete_uploads() == []
+
+
+def test_a_download_redirect_keeps_what_head_said_of_an_immutable_object(s3_storage: dict[str, str]) -> None:
+    path = _artifact(1000, "games/g/windows/base/2.0.tar.zst")
+    info = objectstore.publish(path)
+    assert info is not None
+    assert objectstore.head_cached(info.key, size=info.size, sha256=info.sha256) == info
+    # gone behind this process's back (another process removed it): the kept answer stands for a few minutes
+    objectstore.client().delete_object(Bucket=objectstore.bucket(), Key=info.key)
+    assert objectstore.head_cached(info.key, size=info.size, sha256=info.sha256) == info
+    # expecting other bytes under the key (a version pushed again under its name) asks the store again
+    assert objectstore.head_cached(info.key, size=info.size + 1, sha256=info.sha256) is None
+    # and this process's own delete forgets it at once
+    again = objectstore.publish(path)
+    assert again is not None and objectstore.head_cached(info.key, size=info.size, sha256=info.sha256) == again
+    objectstore.delete(path)
+    assert objectstore.head_cached(info.key, size=info.size, sha256=info.sha256) is None

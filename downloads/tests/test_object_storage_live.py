@@ -208,6 +208,9 @@ def test_switching_a_running_instance_to_the_bucket(settings: Any, s3_server: An
     with pytest.raises(CommandError):
         call_command("storage_check", stdout=out)
     assert f"bucket: archive 2.0 [windows] has 7 bytes, {archive.size} recorded" in out.getvalue(), out.getvalue()
+    # The redirect keeps what the store said of an object for a few minutes (objects under a final key never
+    # change, unless garbled behind Mist's back like this; meanwhile the patcher's sha256 check refuses it).
+    objectstore.forget_kept_heads()
     api = ApiClient(live_server.url)
     api.login("friend", password_of(friend))
     answer = requests.get(f"{live_server.url}/dl/archive/{SLUG}/windows/2.0", allow_redirects=False, timeout=10,
