@@ -264,3 +264,22 @@ def test_an_indirect_update_diffs_files_the_server_knows_with_the_direct_engines
                                                                             "hdiff-window")}
     big = {path for path in changing if path != modded and len(new[path][0]) > 100_000}
     assert big and big <= set(direct), engines  # (a tiny text file may go whole: a tie goes to zstd)
+
+
+def test_a_rollback_without_a_kept_reverse_patch_takes_the_jump(five: dict[str, Path], live_server: Any,
+                                                                friend: Any, tmp_path: Path, worker: Any) -> None:
+    p = Patcher(tmp_path / "home", live_server.url)
+    p.run("login", "--username", "friend", "--password-stdin", stdin=PASSWORD + "\n")
+    p.run("install", "hopper", "--version", "2.0", "--platform", "windows")
+    code, forward, _ = p.run("update", "hopper", "--version", "4.0")
+    assert forward["route"] == "direct" and forward["steps"] == 2
+    kept = tmp_path / "home" / "rollback" / "hopper"
+    assert kept.is_dir()
+    import shutil
+
+    shutil.rmtree(kept)  # as if over the rollback cap: no reverse patch kept
+    code, back, _ = p.run("rollback", "hopper")
+    assert (back["source"], back["from_version"], back["to_version"]) == ("jump", "4.0", "2.0"), back
+    assert tree_bytes(p.home / "games" / "hopper") == tree_bytes(five["2.0"])
+    jump = JumpDelta.objects.get(from_version__name="4.0", to_version__name="2.0")
+    assert back["downloaded_bytes"] == jump.bundle_size  # one patch between exactly those versions, nothing else

@@ -9,7 +9,7 @@ from mist_patcher.core.rollback import rollback_game
 from mist_patcher.core.units import format_bytes
 
 NAME = "rollback"
-HELP = "go back to the version before the last update (kept reverse patch, else an indirect update)"
+HELP = "go back to the version before the last update (kept reverse patch, else the cheapest route back: a jump delta)"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(app: App) -> int:
     r = rollback_game(app.ctx, slug=app.args.game, dry_run=app.args.dry_run, progress=app.output.progress,
                       control=app.control, note=app.output.note)
-    how = "from the kept reverse patch" if r.source == "kept" else "by an indirect update"
+    how = "from the kept reverse patch" if r.source == "kept" else f"by the server's {r.source} route"
     verb = "Would roll back" if r.dry_run else "Rolled back"
     human = f"{verb} {r.slug} {r.from_version} -> {r.to_version} {how} ({format_bytes(r.downloaded)} downloaded)."
     app.output.result(r.to_dict(), human)

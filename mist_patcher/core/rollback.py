@@ -1,4 +1,5 @@
-"""Undo the last update: from its kept reverse patch (the replaced files), else an indirect update."""
+"""Undo the last update: from its kept reverse patch (the replaced files), else the server's cheapest route back
+(a jump delta between exactly the two versions, made on demand; the chain, indirect or full where cheaper)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ class RollbackResult:
     slug: str
     from_version: str
     to_version: str
-    source: str  # "kept" (local reverse patch) or "indirect" (from the server)
+    source: str  # "kept" (local reverse patch), else the server's route: "jump", "direct", "indirect" or "full"
     restored: int = 0
     downloaded: int = 0
     fetched: list[str] = field(default_factory=list)
@@ -101,10 +102,11 @@ def rollback_game(
         if not record.previous_version:
             raise PatcherError(f"{slug}: there is no earlier version to roll back to")
         target_version = record.previous_version
-    # Nothing kept (over the size cap, or already used): ask the server for an indirect update.
+    # Nothing kept (over the size cap, or already used): an update back to that version, by the route the server's
+    # planner finds cheapest (for an older version, a jump delta made on demand: patch size, not an indirect update).
     if note:
-        note(f"no kept reverse patch for {slug}; asking the server for an indirect update to {target_version}")
-    updated = update_game(ctx, slug=slug, version=target_version, dry_run=dry_run, force_route="indirect",
+        note(f"no kept reverse patch for {slug}; updating back to {target_version} by the server's cheapest route")
+    updated = update_game(ctx, slug=slug, version=target_version, dry_run=dry_run,
                           progress=progress, control=control, note=note)
-    return RollbackResult(slug, updated.from_version, updated.to_version, "indirect", downloaded=updated.downloaded,
+    return RollbackResult(slug, updated.from_version, updated.to_version, updated.route, downloaded=updated.downloaded,
                           fetched=updated.fetched_whole, seconds=time.monotonic() - started, dry_run=dry_run)

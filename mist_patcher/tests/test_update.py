@@ -149,7 +149,8 @@ def test_rollback_restores_the_kept_files_without_downloading(ctx, fake_server: 
     assert ctx.state.require("space-game").version == "1.0"
 
 
-def test_rollback_without_kept_files_uses_an_indirect_update(ctx, fake_server: FakeMist, builds) -> None:
+def test_rollback_without_kept_files_takes_the_planners_route(ctx, fake_server: FakeMist, builds) -> None:
+    """The fake planner knows no jumps: it answers indirect for a move back (the live test shows the jump)."""
     ctx.settings.rollback_cap = 0  # nothing may be kept
     install = Path(install_game(ctx, slug="space-game", version="1.0").path)
     update_game(ctx, slug="space-game", version="2.0")
