@@ -458,7 +458,7 @@ def diff_with_check(
         # One uncompressed diff, compressed for hdiff and for hdiff-lzma: the latter at the top level
         # only (like hdiff's LZMA) and not where hdiff hardly compressed the diff (fresh random bytes,
         # where one LZMA stream only adds its 1.4% overhead).
-        raw = hdiff.uncompressed_diff(old_bytes, new_bytes)
+        raw = hdiff.uncompressed_diff(old_bytes, new_bytes, match_cache=True)
         hdiff_patch = hdiff.compress_diff(raw, new_size=target.size, level=level)
         candidates = [(hdiff.NAME, hdiff_patch)]
         if level >= 19 and len(hdiff_patch) < 0.9 * len(raw) and len(raw) <= hdiffx.decoded_limit(target.size):

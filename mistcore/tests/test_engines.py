@@ -52,6 +52,16 @@ def test_hdiff_round_trip(work: Path, pair: tuple[Path, Path, bytes]) -> None:
     assert (work / "out").read_bytes() == data
 
 
+def test_hdiff_fast_matching_gives_the_same_diff(pair: tuple[Path, Path, bytes]) -> None:
+    """The builder's diff uses HDiffPatch's match cache for speed: the bytes must be the plain search's."""
+    import hdiffpatch
+
+    old, new = pair[0].read_bytes(), pair[1].read_bytes()
+    plain = hdiffpatch.diff(old, new, compression=None, validate=False)
+    assert hdiff.uncompressed_diff(old, new, match_cache=True) == plain
+    assert hdiffpatch.apply(old, plain) == new
+
+
 def test_hdiff_wrong_basis_is_caught_and_nothing_written(
     work: Path, pair: tuple[Path, Path, bytes], rng: random.Random
 ) -> None:
