@@ -2,7 +2,7 @@
 
 django-q2 hands a task out again when it outlives `retry`, and retries a SIGKILLed task forever
 without counting it (see PITFALLS.md). So every task here is a thin door onto `run_job`, which:
-- claims the Job row (select_for_update(skip_locked)) and does nothing if it is done, failed, or
+- claims the Job row (select_for_update, waiting for a planner that holds it) and does nothing if it is done, failed, or
   running with a live heartbeat elsewhere;
 - counts attempts itself and gives up with a clear error after MIST_JOB_MAX_ATTEMPTS;
 - sends a heartbeat from a side thread while the work runs, so a killed worker is noticed;

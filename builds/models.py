@@ -111,7 +111,7 @@ class Job(models.Model):
 
     `key` makes a job unique per piece of work ("direct:<from>:<to>", "archive:<version>"): asking
     for the same work again returns the existing job. Tasks claim the row with
-    select_for_update(skip_locked) and count attempts themselves (django-q2 retries killed tasks
+    select_for_update (never skip_locked: a skipped row stays queued with no task) and count attempts themselves (django-q2 retries killed tasks
     forever without counting them).
     """
 

@@ -7,6 +7,7 @@ install ends byte-identical to the target."""
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -275,8 +276,6 @@ def test_a_rollback_without_a_kept_reverse_patch_takes_the_jump(five: dict[str, 
     assert forward["route"] == "direct" and forward["steps"] == 2
     kept = tmp_path / "home" / "rollback" / "hopper"
     assert kept.is_dir()
-    import shutil
-
     shutil.rmtree(kept)  # as if over the rollback cap: no reverse patch kept
     code, back, _ = p.run("rollback", "hopper")
     assert (back["source"], back["from_version"], back["to_version"]) == ("jump", "4.0", "2.0"), back

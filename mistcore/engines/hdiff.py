@@ -69,7 +69,7 @@ def uncompressed_diff(old: bytes, new: bytes, *, match_cache: bool = False) -> b
     matches before the suffix-array search. The diff is byte for byte the same; it is faster where much of
     ``new`` is new (2.1 -> 0.8 s on a 10 MB pack of fresh data; a whole update 10-18% faster on generated
     games, the same on pygame-ce) and slower where nearly everything matches (a 64 MiB window of a big pack:
-    6.2 -> 8.0 s), so the delta builder asks for it on whole changed files (up to MIST_HDIFF_MAX_BYTES, where
+    6.2 -> 8.0 s), so the delta builder asks for it on whole changed files (up to its ``hdiff_max_bytes``, where
     it adds at most one byte per old byte to the ~6x the diff already holds), not the windowed engine's."""
     # validate=False: every apply verifies the result's SHA-256, which is the check that matters.
     return hdiffpatch.diff(old, new, compression=None, validate=False, big_cache_match=match_cache)
