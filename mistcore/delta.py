@@ -5,7 +5,8 @@ A delta folder holds ``delta_manifest.json`` plus the blobs it names::
     delta_manifest.json
     patches/000003.hdiff      HDiffPatch patch (engine "hdiff") or windowed patch (".hdiffw", "hdiff-window")
     patches/000004.hdiffx     uncompressed HDiffPatch diff in one raw LZMA stream (engine "hdiff-lzma")
-    patches/000005.zpatch     zstd frame with the old file as dictionary (engine "zstd-patch")
+    patches/000005.zpatch     zstd frame with the old file as prefix (engine "zstd-patch")
+    patches/000006.bsdiffx    bsdiff's streams, re-encoded and LZMA-compressed (engine "bsdiff-lzma")
     new_files/000007.zst      a whole new file, zstd-compressed (engine "zstd")
 
 ``delta_manifest.json`` (sorted keys, no whitespace)::
@@ -21,7 +22,7 @@ What each op needs:
 
 - ``copy``: the content already exists in the old version at ``source_path`` (a move, a rename,
   a duplicate, or only the executable bit changed): no blob, nothing on the wire.
-- ``patch``: ``engine`` "hdiff", "hdiff-lzma", "zstd-patch" or "hdiff-window" turns the old file
+- ``patch``: ``engine`` "hdiff", "hdiff-lzma", "zstd-patch", "bsdiff-lzma" or "hdiff-window" turns the old file
   ``source_path`` (the same path, or a similar old file for a renamed-and-changed file) into the
   target with ``blob``.
 - ``add``: ``engine`` "zstd", ``blob`` is the whole file compressed; no basis needed. Used for new
@@ -38,9 +39,12 @@ Smaller ones get one uncompressed HDiffPatch diff, compressed two ways: an ``hdi
 or LZMA/LZMA2 per stream) and, at level 19 and up, an ``hdiff-lzma`` blob (the whole diff in one
 raw LZMA stream, tuned literal context, x86 BCJ for x86 code; skipped when the hdiff patch is
 over 90% of the diff: fresh incompressible bytes, where it only adds LZMA's overhead); when
-neither file is over ``zpatch_max_bytes`` (4 MiB), a ``zstd-patch`` blob too. The smallest wins
-(a tie goes to the earlier of hdiff, hdiff-lzma, zstd-patch), then the whole compressed file if
-that is not bigger. The engines win on different files: zstd-patch on text and small files
+neither file is over ``zpatch_max_bytes`` (4 MiB), a ``zstd-patch`` blob too; and for executables
+(ELF, PE, Mach-O: what bsdiff is made for) a ``bsdiff-lzma`` blob where it is cheap or likely to win:
+both files up to 256 KiB, or up to 16 MiB when the best patch so far is under 1/16 of the new file (a
+binary that changed a little and moved a lot; bsdiff's suffix sort costs 16 bytes per old byte and
+~0.3 s per MB). The smallest wins (a tie goes to the earlier of
+hdiff, hdiff-lzma, zstd-patch, bsdiff-lzma), then the whole compressed file if that is not bigger. The engines win on different files: zstd-patch on text and small files
 (version stamps, docs, scripts: its repeat offsets and 8 bytes less framing), hdiff-lzma on
 native code, hdiff on the rest. On the pygame-ce 2.5.6 -> 2.5.7 update (178 changed files, same
 path) against the best per-file tool (zstd --patch-from, 230,736 bytes): hdiff alone 0.928,
@@ -49,9 +53,9 @@ hdiff-lzma alone 0.900, zstd-patch alone 0.981, hdiff or zstd-patch 0.899, all t
 On gen-100M (generated data) hdiff-lzma never wins: 0.999 either way, the fresh random data of
 one pack being most of it.
 
-Why 4 MiB: python-zstandard can only load the old file as a dictionary (the zstd CLI references
-it as a prefix, which its API does not offer), and zstd's long-distance matcher does not search
-dictionaries, so matches come from the level-19 binary tree (2^23 positions): up to 4 + 4 MiB
+Why 4 MiB (measured when zstd-patch loaded the old file as a raw-content dictionary, before it took
+it as a prefix like the CLI; not re-measured since): zstd's long-distance matcher does not search
+dictionaries, so matches came from the level-19 binary tree (2^23 positions): up to 4 + 4 MiB
 zstd-patch is within 0.3% of ``zstd --patch-from``; above, it falls behind it and behind hdiff
 (structured 16 MiB pair: 18.4 KB, zstd CLI 17.7 KB, hdiff 16.2 KB; 64 MiB: 16 MB vs 49 KB) and
 costs more: 3 x hdiff's time at 16 MiB (2.1 s vs 0.7 s, +100 MB RSS), 5 x at 64 MiB. Below the cap
@@ -78,8 +82,8 @@ from pathlib import Path
 from typing import Any
 
 from mistcore import __version__
-from mistcore.engines import DIRECT_ENGINES, ENGINES, hdiff, hdiffx, windowed, zpatch
-from mistcore.errors import ArchiveError, BasisMismatch, IntegrityError, ManifestError, UnsafePathError
+from mistcore.engines import DIRECT_ENGINES, ENGINES, bsdiffx, hdiff, hdiffx, windowed, zpatch
+from mistcore.errors import ArchiveError, BasisMismatch, IntegrityError, ManifestError, PatchError, UnsafePathError
 from mistcore.fsutil import (
     _rmtree,
     atomic_dir,
@@ -114,9 +118,14 @@ from mistcore.zstdio import OverLimit, compress_file_hashed
 DELTA_FORMAT = "mist-delta/1"
 MANIFEST_NAME = "delta_manifest.json"
 OP_KINDS = ("patch", "add", "copy", "remove")
-PATCH_ENGINES = (hdiff.NAME, hdiffx.NAME, zpatch.NAME, windowed.NAME)
+PATCH_ENGINES = (hdiff.NAME, hdiffx.NAME, zpatch.NAME, bsdiffx.NAME, windowed.NAME)
+# bsdiff-lzma is tried on executables up to this size whatever the other engines did (bsdiff costs little
+# there), and up to bsdiffx.MAX_FILE_BYTES when the best patch so far is under 1/BSDIFF_NEAR of the new file.
+BSDIFF_ALWAYS_BYTES = 256 << 10
+BSDIFF_NEAR = 16
 ZPATCH_MAX_BYTES = 4 << 20
-_PATCH_SUFFIX = {hdiff.NAME: "hdiff", hdiffx.NAME: "hdiffx", zpatch.NAME: "zpatch", windowed.NAME: "hdiffw"}
+_PATCH_SUFFIX = {hdiff.NAME: "hdiff", hdiffx.NAME: "hdiffx", zpatch.NAME: "zpatch", bsdiffx.NAME: "bsdiffx",
+                 windowed.NAME: "hdiffw"}
 _OP_KEYS = (
     "op",
     "path",
@@ -467,6 +476,18 @@ def diff_with_check(
         del raw
         if max(basis.size, target.size) <= zpatch_max_bytes:
             candidates.append((zpatch.NAME, zpatch.diff_bytes(old_bytes, new_bytes, level=level)))
+        # bsdiff is made for executables (approximate matches over code whose addresses moved): tried on
+        # those, where it is cheap (small files) or likely to win (a patch under 1/16 of the file so far).
+        largest = max(basis.size, target.size)
+        best_so_far = min(len(c[1]) for c in candidates)
+        if level >= 19 and basis.size > 0 and hdiffx.looks_executable(new_bytes) and (
+            largest <= BSDIFF_ALWAYS_BYTES
+            or (largest <= bsdiffx.MAX_FILE_BYTES and best_so_far * BSDIFF_NEAR <= target.size)
+        ):
+            try:
+                candidates.append((bsdiffx.NAME, bsdiffx.diff_bytes(old_bytes, new_bytes, level=level)))
+            except PatchError:
+                pass  # over the engine's limits for this pair (a control block larger than it accepts)
         del old_bytes, new_bytes
         engine, patch = min(candidates, key=lambda c: len(c[1]))  # a tie goes to the earlier engine
         del candidates, hdiff_patch

@@ -168,12 +168,15 @@ def apply_in_memory(
     patch_sha256: str | None,
     max_patch_bytes: int,
     decode: Callable[[bytes], bytes] | None = None,
+    header: Callable[[bytes], tuple[int, int]] = read_header,
+    apply: Callable[..., bytes] = apply_bytes,
 ) -> None:
-    """The checked in-memory apply of an HDIFF13 patch, for ``hdiff`` and ``hdiff-lzma``.
+    """The checked in-memory apply of a patch, for ``hdiff``, ``hdiff-lzma`` and ``bsdiff-lzma``.
 
-    ``decode`` turns the blob into the HDIFF13 patch (hdiff-lzma's bounded LZMA decoding); the
-    patch's declared basis size is checked before the basis is read, the basis SHA-256 when known,
-    and ``out`` is written only if the result has the expected size and SHA-256.
+    ``decode`` turns the blob into the HDIFF13 patch (hdiff-lzma's bounded LZMA decoding); ``header``
+    reads the (new size, old size) the patch declares and ``apply(old, patch, expected_size=)`` applies
+    it (HDiffPatch's unless given). The declared basis size is checked before the basis is read, the
+    basis SHA-256 when known, and ``out`` is written only if the result has the expected size and SHA-256.
     """
     if expected_size > MAX_OUTPUT_BYTES:
         raise PatchError(f"{expected_size} bytes is over the in-memory patch limit of {MAX_OUTPUT_BYTES}")
@@ -185,13 +188,15 @@ def apply_in_memory(
     if decode is not None:
         patch_bytes = decode(patch_bytes)
     # Sizes from the header first: a wrong (or huge) basis is refused before it is read into memory.
-    _, old_size = read_header(patch_bytes)
+    _, old_size = header(patch_bytes)
     if os.path.getsize(old) != old_size:
         raise BasisMismatch(f"{old}: patch expects a {old_size}-byte basis, the basis is not the expected version")
     old_bytes = Path(old).read_bytes()
     if old_sha256 is not None and sha256_bytes(old_bytes) != old_sha256:
         raise BasisMismatch(f"{old}: the basis file is not the expected version (SHA-256 mismatch)")
-    result = apply_bytes(old_bytes, patch_bytes, expected_size=expected_size)
+    result = apply(old_bytes, patch_bytes, expected_size=expected_size)
+    if len(result) != expected_size:
+        raise IntegrityError(f"patch produced {len(result)} bytes, expected {expected_size}")
     del patch_bytes, old_bytes
     if hashlib.sha256(result).hexdigest() != expected_sha256:
         raise IntegrityError(f"{out}: patched result has the wrong SHA-256 (wrong basis or corrupt patch)")

@@ -77,6 +77,16 @@ def looks_x86(data: bytes) -> bool:
     return False
 
 
+def looks_executable(data: bytes) -> bool:
+    """Whether ``data`` starts like an executable or shared library for any CPU (ELF, PE, Mach-O)."""
+    if data[:4] == b"\x7fELF":
+        return True
+    if data[:2] == b"MZ" and len(data) >= 64:
+        pe = int.from_bytes(data[60:64], "little")
+        return data[pe : pe + 4] == b"PE\0\0"
+    return data[:4] in (b"\xce\xfa\xed\xfe", b"\xcf\xfa\xed\xfe", b"\xca\xfe\xba\xbe")  # Mach-O, fat
+
+
 def _filters(
     *, log: int, lzma2: bool, x86: bool, lc: int, lp: int, pb: int, preset: int | None
 ) -> list[dict[str, Any]]:
@@ -225,6 +235,7 @@ __all__ = [
     "diff_bytes",
     "diff_file",
     "encode",
+    "looks_executable",
     "looks_x86",
     "read_header",
 ]

@@ -1,7 +1,14 @@
 """The ``zstd-patch`` engine: the new file zstd-compressed with the old file as a raw-content dictionary.
 
 This is what ``zstd --patch-from=OLD`` does: matches may point anywhere into the old file, so an
-update costs about what changed. The blob is one zstd frame (RFC 8878) with the content size, no
+update costs about what changed. Like the CLI, the old file is given to the compressor as a *prefix*
+(``ZSTD_CCtx_refPrefix``: the old bytes sit in the window as if they came just before the new ones,
+searched by the same match finder), not as a raw-content dictionary: python-zstandard offers only the
+latter, whose separately indexed dictionary made blobs up to 1.4% larger than the CLI's on small files,
+so compression goes through ``backports.zstd`` (the standard library's ``compression.zstd`` from
+Python 3.14), the one binding that exposes prefixes. Decoding is the same either way (a raw-content
+dictionary is a prefix to the decoder) and stays on python-zstandard. The blob is one zstd frame
+(RFC 8878) with the content size, no
 checksum (every apply checks the result's SHA-256, which is stronger) and without its 4-byte magic
 number: small changed files are this engine's strength, and there 4 + 4 bytes per file are 0.6% of
 an update (pygame-ce: 161 blobs averaging 300 bytes). Put back the magic and ``zstd -d --long=31
@@ -25,6 +32,8 @@ from pathlib import Path
 from typing import IO, cast
 
 import zstandard
+from backports import zstd as _zstd
+from backports.zstd import CompressionParameter as _C
 
 from mistcore.engines import hdiff
 from mistcore.errors import ArchiveError, BasisMismatch, IntegrityError, PatchError
@@ -91,18 +100,20 @@ def _dictionary(old: bytes) -> zstandard.ZstdCompressionDict:
 
 def diff_bytes(old: bytes, new: bytes, *, level: int = 19) -> bytes:
     """``new`` compressed against ``old`` (``zstd --patch-from`` at ``level``): a zstd frame minus its magic."""
-    params = zstandard.ZstdCompressionParameters.from_level(
-        level,
-        source_size=len(new),
-        dict_size=len(old),
-        window_log=window_log(len(old), len(new)),
-        enable_ldm=True,
-        write_content_size=True,
-        write_checksum=False,
-        write_dict_id=False,
-        threads=0,
-    )
-    frame = zstandard.ZstdCompressor(dict_data=_dictionary(old), compression_params=params).compress(new)
+    options: dict[int, int] = {
+        _C.compression_level: level,
+        _C.window_log: window_log(len(old), len(new)),
+        _C.enable_long_distance_matching: 1,
+        _C.content_size_flag: 1,
+        _C.checksum_flag: 0,
+        _C.dict_id_flag: 0,
+        _C.nb_workers: 0,
+    }
+    # The binding refuses content under 8 bytes (zstd would ignore it anyway): such a file is compressed alone.
+    prefix = _zstd.ZstdDict(old, is_raw=True).as_prefix if len(old) >= 8 else None
+    cctx = _zstd.ZstdCompressor(options=options, zstd_dict=prefix)
+    cctx.set_pledged_input_size(len(new))
+    frame = cctx.compress(new, _zstd.ZstdCompressor.FLUSH_FRAME)
     if not frame.startswith(MAGIC):
         raise PatchError("zstd wrote a frame without its magic number")
     return frame[len(MAGIC) :]

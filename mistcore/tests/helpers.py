@@ -6,6 +6,7 @@ import hashlib
 import os
 import random
 import stat
+import struct
 from pathlib import Path
 
 
@@ -83,3 +84,45 @@ def write_big(path: Path, pieces: list[bytes | tuple[str, int]], *, seed: int) -
                     left -= n
             else:
                 f.write(piece)
+
+
+ELF_X86_64 = b"\x7fELF\x02\x01" + bytes(12) + b"\x3e\x00"
+
+
+def relinked_library(rng: random.Random, functions: int = 600) -> tuple[bytes, bytes]:
+    """An x86-64 shared library before and after a small patch release: function bodies calling each other
+    (``call rel32``) and a table of their absolute addresses. The new build inserts 64 bytes of code early on and
+    edits one function, so every call crossing the insertion and every later address moves: a file that changed
+    a little and moved a lot."""
+    vocab = [rng.randbytes(rng.randint(2, 7)) for _ in range(200)]
+    funcs = [
+        (b"".join(rng.choice(vocab) for _ in range(rng.randint(10, 80))),
+         [rng.randrange(functions) for _ in range(rng.randint(1, 6))])
+        for _ in range(functions)
+    ]
+
+    def link(funcs: list[tuple[bytes, list[int]]], insert_at: int | None, insert: bytes) -> bytes:
+        starts, pos = [], len(ELF_X86_64) + 48
+        for i, (body, calls) in enumerate(funcs):
+            pos += len(insert) if i == insert_at else 0
+            starts.append(pos)
+            pos += len(body) + 5 * len(calls)
+        out = bytearray(ELF_X86_64 + bytes(48))
+        for i, (body, calls) in enumerate(funcs):
+            if i == insert_at:
+                out += insert
+            step, at = len(body) // (len(calls) + 1), 0
+            start = len(out)
+            for target in calls:
+                out += body[at : at + step]
+                at += step
+                out += b"\xe8" + struct.pack("<i", starts[target] - (starts[i] + len(out) - start + 5))
+            out += body[at:]
+        out += b"".join(struct.pack("<Q", 0x400000 + s) for s in starts)
+        return bytes(out)
+
+    old = link(funcs, None, b"")
+    edited = list(funcs)
+    body, calls = funcs[functions // 2]
+    edited[functions // 2] = (body[:20] + rng.randbytes(40) + body[20:], calls)
+    return old, link(edited, functions // 6, rng.randbytes(64))

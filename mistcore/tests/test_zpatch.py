@@ -323,3 +323,39 @@ def test_manifest_names_unknown_engines_clearly(work: Path, rng: random.Random) 
     patch["engine"] = 7
     with pytest.raises(ManifestError, match="engine must be a string"):
         DeltaManifest.from_json(json.dumps(doc).encode())
+
+
+def _stub_text(rng: random.Random, lines: int) -> bytes:
+    """Lines like a typing stub (`def name(self, arg: type) -> type: ...`), the shape of pygame-ce's .pyi files."""
+    words = ["color", "rect", "surface", "vector", "alpha", "blend", "index", "width", "height", "value", "other"]
+    types = ["int", "float", "str", "bool", "Color", "Rect", "Sequence[int]", "Optional[Surface]", "None"]
+    out = []
+    for _ in range(lines):
+        name = "_".join(rng.sample(words, rng.randint(1, 3)))
+        args = ", ".join(f"{rng.choice(words)}: {rng.choice(types)}" for _ in range(rng.randint(0, 3)))
+        out.append(f"    def {name}(self{', ' if args else ''}{args}) -> {rng.choice(types)}: ...\n")
+    return "".join(out).encode()
+
+
+@pytest.mark.needs_tool("zstd")
+@pytest.mark.parametrize("seed", range(6))
+def test_never_larger_than_the_zstd_cli_patch_from(work: Path, seed: int) -> None:
+    # given an old file and a new one that keeps it and adds several times as much (a stub file that grew:
+    # where python-zstandard's raw-content dictionary lost ~1% to the CLI's prefix), or edits it in place
+    rng = random.Random(seed)
+    old = _stub_text(rng, 60 + 40 * seed)
+    if seed % 2:
+        new = bytes(mutate(rng, old))
+    else:
+        new = old[: len(old) // 2] + _stub_text(rng, 200) + old[len(old) // 2 :]
+    (work / "old").write_bytes(old)
+    (work / "new").write_bytes(new)
+    # when Mist and `zstd -19 --long=31 --patch-from` both encode it
+    blob = zpatch.diff_bytes(old, new)
+    subprocess.run(["zstd", "-q", "-f", "-19", "--long=31", f"--patch-from={work / 'old'}", str(work / "new"),
+                    "-o", str(work / "cli.zst")], check=True, capture_output=True)
+    cli = (work / "cli.zst").stat().st_size
+    # then Mist's blob is no larger than the CLI's file (which carries 8 bytes Mist never sends: the frame's magic
+    # and its checksum; the rest is within a few bytes, the CLI being an older zstd)
+    assert len(blob) <= cli, (len(blob), cli)
+    assert zpatch.apply_bytes(old, blob, expected_size=len(new)) == new

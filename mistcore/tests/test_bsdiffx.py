@@ -1,0 +1,260 @@
+"""bsdiff-lzma engine: round trips, wrong basis, corrupt and hostile blobs, and its choice by the delta builder."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import bsdiff4.core
+import pytest
+
+from mistcore import delta as mdelta
+from mistcore.delta import (
+    PATCH_ENGINES,
+    DeltaManifest,
+    apply_delta_dir,
+    apply_delta_to_stage,
+    build_direct_delta,
+    bundle_delta,
+    commit_stage,
+    unpack_bundle,
+)
+from mistcore.engines import DIRECT_ENGINES, ENGINES, bsdiffx, hdiff, hdiffx, zpatch
+from mistcore.errors import BasisMismatch, IntegrityError, PatchError
+from mistcore.fsutil import clone_tree
+from mistcore.manifest import scan_directory
+from mistcore.tests.helpers import ELF_X86_64, mutate, relinked_library, snapshot, structured_bytes, write_tree
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@pytest.fixture
+def pair(work: Path) -> tuple[Path, Path, bytes]:
+    old, new = relinked_library(random.Random(1))
+    (work / "old").write_bytes(old)
+    (work / "new").write_bytes(new)
+    return work / "old", work / "new", new
+
+
+def _apply(work: Path, old: Path | None, patch: Path, data: bytes, **kw: Any) -> None:
+    bsdiffx.apply_file(
+        old=old, patch=patch, out=work / "out", expected_size=len(data), expected_sha256=_sha(data), **kw
+    )
+
+
+def _only(work: Path, *names: str) -> None:
+    assert sorted(p.name for p in work.iterdir()) == sorted(names)
+
+
+def test_round_trip_and_smaller_than_the_other_engines_on_a_relinked_library(
+    work: Path, pair: tuple[Path, Path, bytes]
+) -> None:
+    old, new, data = pair
+    size = bsdiffx.diff_file(old=old, new=new, out=work / "p")
+    patch = (work / "p").read_bytes()
+    assert size == len(patch) and patch.startswith(bsdiffx.MAGIC)
+    assert bsdiffx.read_header(patch) == (len(data), old.stat().st_size)
+    _apply(work, old, work / "p", data, old_sha256=_sha(old.read_bytes()), patch_sha256=_sha(patch))
+    assert (work / "out").read_bytes() == data
+    old_bytes = old.read_bytes()
+    assert bsdiffx.apply_bytes(old_bytes, patch, expected_size=len(data)) == data
+    # the case it is for: a few bytes changed, every call across the insertion and every later address moved
+    others = {m.NAME: len(m.diff_bytes(old_bytes, data)) for m in (hdiff, hdiffx, zpatch)}
+    assert len(patch) < 0.95 * min(others.values()), (len(patch), others)
+    if shutil.which("bsdiff"):  # and below bsdiff's own BSDIFF40 (three bzip2 streams)
+        subprocess.run(["bsdiff", str(old), str(new), str(work / "classic")], check=True)
+        assert len(patch) < (work / "classic").stat().st_size
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        (b"x", b""),
+        (b"x", b"brand new"),
+        (b"1234567", b"12345678"),
+        (b"a" * 9, b"a" * 9),
+        (ELF_X86_64 + bytes(100), ELF_X86_64 + bytes(50) + b"\x01" * 60),
+    ],
+)
+def test_empty_and_tiny_files(work: Path, old: bytes, new: bytes) -> None:
+    (work / "old").write_bytes(old)
+    (work / "new").write_bytes(new)
+    bsdiffx.diff_file(old=work / "old", new=work / "new", out=work / "p")
+    _apply(work, work / "old", work / "p", new)
+    assert (work / "out").read_bytes() == new
+
+
+def test_wrong_basis_is_caught_and_nothing_written(work: Path, pair: tuple[Path, Path, bytes]) -> None:
+    old, new, data = pair
+    bsdiffx.diff_file(old=old, new=new, out=work / "p")
+    other = bytearray(old.read_bytes())
+    other[1000:1010] = b"0123456789"  # same size, different bytes: bsdiff alone would not notice
+    (work / "other").write_bytes(bytes(other))
+    with pytest.raises(BasisMismatch, match="basis"):
+        _apply(work, work / "other", work / "p", data, old_sha256=_sha(old.read_bytes()))
+    with pytest.raises(IntegrityError, match="SHA-256"):
+        _apply(work, work / "other", work / "p", data)
+    (work / "short").write_bytes(old.read_bytes()[:-1])
+    with pytest.raises(BasisMismatch, match="byte basis"):
+        _apply(work, work / "short", work / "p", data)
+    with pytest.raises(PatchError, match="old file"):
+        _apply(work, None, work / "p", data)
+    _only(work, "new", "old", "other", "p", "short")
+
+
+def test_corrupt_or_truncated_blob_never_writes_wrong_bytes(work: Path, pair: tuple[Path, Path, bytes]) -> None:
+    old, new, data = pair
+    bsdiffx.diff_file(old=old, new=new, out=work / "p")
+    patch = (work / "p").read_bytes()
+    rng = random.Random(5)
+    for trial in range(80):
+        bad = bytearray(patch)
+        for _ in range(rng.randint(1, 4)):
+            bad[rng.randrange(len(bad))] ^= 1 << rng.randrange(8)
+        (work / "bad").write_bytes(bytes(bad))
+        with pytest.raises((IntegrityError, PatchError)):
+            _apply(work, old, work / "bad", data)
+        assert not (work / "out").exists(), trial
+    for cut in (len(patch) - 1, len(patch) // 2, 20, 5, 2, 0):
+        (work / "bad").write_bytes(patch[:cut])
+        with pytest.raises(PatchError, match="truncated|not a bsdiff-lzma blob"):
+            _apply(work, old, work / "bad", data)
+    (work / "bad").write_bytes(patch + b"\0")
+    with pytest.raises(PatchError, match="trailing"):
+        _apply(work, old, work / "bad", data)
+    with pytest.raises(IntegrityError, match="corrupt"):
+        _apply(work, old, work / "p", data, patch_sha256=_sha(b"another patch"))
+    (work / "bad").write_bytes(b"garbage that is no blob")
+    with pytest.raises(PatchError, match="bsdiff-lzma"):
+        _apply(work, old, work / "bad", data)
+    with pytest.raises(PatchError, match="declares"):
+        _apply(work, old, work / "p", data + b"!")
+    assert not (work / "out").exists()
+
+
+def _forged(control: list[tuple[int, int, int]], diff: bytes, extra: bytes, *, new_size: int, old_size: int,
+            flags: int = 0) -> bytes:
+    """A blob with exactly these control tuples and streams, whatever they say (bsdiffx.encode checks nothing
+    the decoder does not check again)."""
+    raw = b"".join(bsdiff4.core.encode_int64(v) for t in control for v in t)
+    blob = bsdiffx.encode(raw, diff, extra, new_size=len(diff) + len(extra), old_size=old_size)
+    r = bsdiffx._Reader(blob, 3)
+    r.uvarint("new"), r.uvarint("old")
+    return bsdiffx.MAGIC + bytes([flags]) + bsdiffx._uvarint(new_size) + bsdiffx._uvarint(old_size) + blob[r.pos :]
+
+
+def test_hostile_control_and_sizes_are_refused_before_bsdiff_runs(work: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    old = b"o" * 1000
+    ran: list[int] = []
+    real = bsdiff4.core.patch
+
+    def spy(*args: Any) -> bytes:
+        ran.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(bsdiffx.bsdiff4.core, "patch", spy)
+    good = _forged([(10, 5, 0)], bytes(10), b"n" * 5, new_size=15, old_size=1000)
+    assert bsdiffx.apply_bytes(old, good, expected_size=15) == b"o" * 10 + b"n" * 5 and ran == [1]
+    ran.clear()
+    cases = {
+        "sizes": _forged([(10, 5, 0)], bytes(10), b"n" * 5, new_size=16, old_size=1000),
+        "seeks outside": _forged([(10, 5, -(1 << 40))], bytes(10), b"n" * 5, new_size=15, old_size=1000),
+        "add up": _forged([(12, 5, 0)], bytes(10), b"n" * 5, new_size=15, old_size=1000),
+        "unsupported flags": _forged([(10, 5, 0)], bytes(10), b"n" * 5, new_size=15, old_size=1000, flags=0x80),
+        "basis": _forged([(10, 5, 0)], bytes(10), b"n" * 5, new_size=15, old_size=999),
+    }
+    for what, blob in cases.items():
+        with pytest.raises(PatchError) as info:
+            bsdiffx.apply_bytes(old, blob, expected_size=15)
+        assert any(w in str(info.value) for w in ("inconsistent", "declares", "outside", "add up", "flags", "basis")), (
+            what, info.value)
+    # a diff stream declared far larger than the output (a bomb) is refused before anything is decompressed
+    bomb = bsdiffx.MAGIC + b"\0" + b"".join(bsdiffx._uvarint(n) for n in (15, 1000, 1, 3, 1 << 40, 15, 1, 1))
+    with pytest.raises(PatchError, match="inconsistent"):
+        bsdiffx.apply_bytes(old, bomb + b"\0" * 8, expected_size=15)
+    assert ran == []
+
+
+# The delta builder.
+
+
+def _delta(work: Path, a: str, b: str, **kw: Any) -> DeltaManifest:
+    return build_direct_delta(
+        old_root=work / a,
+        old_manifest=scan_directory(work / a, version=a),
+        new_root=work / b,
+        new_manifest=scan_directory(work / b, version=b),
+        out_dir=work / f"{a}-{b}",
+        **kw,
+    )
+
+
+def test_builder_picks_bsdiff_lzma_for_a_relinked_library_and_the_delta_applies(work: Path) -> None:
+    # given a library rebuilt with a small change, and data files that are no executables
+    lib_old, lib_new = relinked_library(random.Random(2))
+    rng = random.Random(3)
+    data = structured_bytes(rng, 120_000)
+    v1 = {"lib/libgame.so": lib_old, "data/level.pak": data}
+    v2 = {"lib/libgame.so": lib_new, "data/level.pak": mutate(rng, data)}
+    write_tree(work / "v1", dict(v1))
+    write_tree(work / "v2", dict(v2))
+    # when the delta is built at the server's level
+    delta = _delta(work, "v1", "v2")
+    # then the library took bsdiff-lzma (the smallest of the four), the data file never tried it
+    ops = {op.path: op for op in delta.ops}
+    sizes = {m.NAME: len(m.diff_bytes(lib_old, lib_new)) for m in (hdiff, hdiffx, zpatch, bsdiffx)}
+    lib = ops["lib/libgame.so"]
+    assert (lib.op, lib.engine, lib.blob_size) == ("patch", bsdiffx.NAME, sizes[bsdiffx.NAME]), sizes
+    assert str(lib.blob).endswith(".bsdiffx")
+    assert ops["data/level.pak"].engine != bsdiffx.NAME
+    assert bsdiffx.NAME in PATCH_ENGINES and bsdiffx.NAME in DIRECT_ENGINES and ENGINES[bsdiffx.NAME] is bsdiffx
+
+    # The server's chain replay.
+    clone_tree(work / "v1", work / "replay")
+    apply_delta_dir(delta_dir=work / "v1-v2", install_root=work / "replay", work_dir=work / "tmp1")
+    assert snapshot(work / "replay") == snapshot(work / "v2")
+
+    # The patcher: the bundle as downloaded, unpacked, staged, then committed.
+    clone_tree(work / "v1", work / "install")
+    bundle_delta(delta_dir=work / "v1-v2", dst=work / "v1-v2.tar.zst")
+    unpacked = unpack_bundle(src=work / "v1-v2.tar.zst", dest=work / "unpacked", max_total_bytes=10**8)
+    written = apply_delta_to_stage(
+        delta=unpacked, delta_dir=work / "unpacked", source_root=work / "install", stage_dir=work / "stage"
+    )
+    commit_stage(install_root=work / "install", stage_dir=work / "stage", written=written, removed=unpacked.removed)
+    assert snapshot(work / "install") == snapshot(work / "v2")
+
+
+def test_builder_tries_bsdiff_only_where_it_is_cheap_or_likely_to_win(work: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # given an executable over the "always" size whose change is large (not a near copy), and one that is small
+    rng = random.Random(4)
+    big_old = ELF_X86_64 + structured_bytes(rng, 300_000)
+    big_new = ELF_X86_64 + structured_bytes(rng, 300_000)  # a rewrite: any patch is most of the file
+    small_old, small_new = relinked_library(random.Random(5), functions=100)
+    write_tree(work / "v1", {"big.so": big_old, "small.so": small_old})
+    write_tree(work / "v2", {"big.so": big_new, "small.so": small_new})
+    tried: list[int] = []
+    real = bsdiffx.diff_bytes
+
+    def counted(old: bytes, new: bytes, **kw: Any) -> bytes:
+        tried.append(len(new))
+        return real(old, new, **kw)
+
+    monkeypatch.setattr(bsdiffx, "diff_bytes", counted)
+    monkeypatch.setattr(mdelta, "BSDIFF_ALWAYS_BYTES", 200_000)
+    # when the delta is built
+    _delta(work, "v1", "v2")
+    # then bsdiff ran on the small executable only (the big one is a rewrite: no patch under 1/16 of it)
+    assert tried == [len(small_new)]
+    # and below the top level it never runs
+    tried.clear()
+    build_direct_delta(old_root=work / "v1", old_manifest=scan_directory(work / "v1", version="v1"),
+                       new_root=work / "v2", new_manifest=scan_directory(work / "v2", version="v2"),
+                       out_dir=work / "low", level=3)
+    assert tried == []
