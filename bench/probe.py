@@ -1,6 +1,7 @@
 """Child-process entry points the harness measures (time and peak memory of just that work).
 
-    python -m bench.probe delta OLD NEW OUT_DIR [--hdiff-max BYTES]   what the worker's direct-delta job does
+    python -m bench.probe delta OLD NEW OUT_DIR [--hdiff-max BYTES] [--reuse DELTA_DIR ...]
+                                                   what the worker's direct-delta (or jump-delta) job does
     python -m bench.probe apply DELTA_DIR INSTALL WORK [--no-fsync]     what the patcher does with a direct delta
     python -m bench.probe copy SRC DST                                  shutil.copytree, the baseline
 
@@ -25,7 +26,7 @@ from mistcore.manifest import scan_directory
 SERVER_HDIFF_MAX_BYTES = 256 << 20
 
 
-def _delta(old: Path, new: Path, out: Path, hdiff_max: int) -> dict[str, float]:
+def _delta(old: Path, new: Path, out: Path, hdiff_max: int, reuse: list[Path]) -> dict[str, float]:
     started = time.perf_counter()
     old_manifest = scan_directory(old, version="old")
     new_manifest = scan_directory(new, version="new")
@@ -38,6 +39,8 @@ def _delta(old: Path, new: Path, out: Path, hdiff_max: int) -> dict[str, float]:
         out_dir=out,
         hdiff_max_bytes=hdiff_max,
         workers=2,  # what deltas.services.make_direct_delta uses
+        # a forward jump: the push-time deltas between the two versions (deltas.services.make_jump_delta)
+        reuse=mdelta.known_blobs(reuse) if reuse else None,
     )
     built = time.perf_counter()
     return {
@@ -70,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("new", type=Path)
     d.add_argument("out", type=Path)
     d.add_argument("--hdiff-max", type=int, default=SERVER_HDIFF_MAX_BYTES)
+    d.add_argument("--reuse", type=Path, nargs="*", default=[])
     a = sub.add_parser("apply")
     a.add_argument("delta_dir", type=Path)
     a.add_argument("install", type=Path)
@@ -80,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("dst", type=Path)
     args = parser.parse_args(argv)
     if args.what == "delta":
-        result = _delta(args.old, args.new, args.out, args.hdiff_max)
+        result = _delta(args.old, args.new, args.out, args.hdiff_max, args.reuse)
     elif args.what == "apply":
         result = _apply(args.delta_dir, args.install, args.work, args.no_fsync)
     else:

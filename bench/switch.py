@@ -5,7 +5,8 @@ versions; over 1 and 2 releases of pygame-ce 2.5.5 / 2.5.6 / 2.5.7) it measures 
 the update planner would download:
 
 - ``jump``: one Mist direct delta between exactly A and B (what the worker makes on demand, with the
-  push-time engines; ``python -m bench.probe delta``, so its build time is measured too);
+  push-time engines, re-using the push-time patches of files that changed once on the way forward;
+  ``python -m bench.probe delta``, so its build time is measured too);
 - ``chain``: the push-time deltas of the consecutive versions from A to B (forward only: Mist keeps no
   reverse patches, so a backward move has no chain);
 - ``indirect``: librsync signatures of A's changed files up, the rdiff bundle down (mistcore.indirect);
@@ -45,6 +46,7 @@ SWITCH_GEN = 1
 SWITCH_BYTES = {True: 40_000_000, False: 200_000_000}  # --quick, full run
 SWITCH_SEED = 11
 JUMP_TARGET = 1.1
+DIRECT_TARGET = 0.8  # issue 15: a direct update on a real release pair, against the best single tool
 TIME_TARGET = 2.0
 INDIRECT_TARGET = 2.0  # issue 15: the unknown-basis route within twice the direct delta
 
@@ -56,6 +58,7 @@ class Series:
     name: str
     versions: list[tuple[str, Path]]
     note: str
+    real: bool = False  # real releases: a forward move is also held to the direct-update target
 
     def root(self, name: str) -> Path:
         return dict(self.versions)[name]
@@ -103,7 +106,7 @@ def pygame_series(ctx: Context) -> Series | None:
         ctx.note("pygame-ce 2.5.5 missing (run bench/get_release_pair.sh again): real-data switch rows skipped")
         return None
     return Series("pygame-ce", [("2.5.5", older), ("2.5.6", pair.old), ("2.5.7", pair.new)],
-                  "pygame-ce 2.5.5, 2.5.6 and 2.5.7 wheels, unzipped")
+                  "pygame-ce 2.5.5, 2.5.6 and 2.5.7 wheels, unzipped", real=True)
 
 
 @dataclass
@@ -111,6 +114,7 @@ class Built:
     bundle_size: int
     seconds: float
     sources: dict[str, str]  # new path -> the old path Mist patched or copied it from
+    blobs: dict[str, int]  # new path -> the bytes Mist sends for it (0 for a copy)
 
 
 class Measure:
@@ -125,6 +129,7 @@ class Measure:
         self._deltas: dict[tuple[str, str], Built] = {}
         self._archives: dict[str, int] = {}
         self._manifests: dict[str, Manifest] = {}
+        self.per_file: dict[tuple[str, str], dict[str, tuple[str, int]]] = {}
 
     def manifest(self, name: str) -> Manifest:
         if name not in self._manifests:
@@ -132,21 +137,31 @@ class Measure:
         return self._manifests[name]
 
     def delta(self, a: str, b: str) -> Built:
-        """A Mist direct delta between exactly A and B, bundled as the server serves it."""
+        """A Mist direct delta between exactly A and B, bundled as the server serves it. A forward jump over
+        several versions is made as the server's worker makes it: with the push-time (consecutive) deltas
+        between A and B at hand, whose patches of files that changed once it re-uses."""
         if (a, b) not in self._deltas:
             from bench.items import last_json, probe
 
+            names = [n for n, _ in self.series.versions]
+            i, j = names.index(a), names.index(b)
+            steps = list(zip(names[i:j], names[i + 1 : j + 1], strict=False)) if j > i + 1 else []
+            for x, y in steps:
+                self.delta(x, y)  # made (and kept) first, as the server's pushes made them
+            reuse = ["--reuse", *(self.work / f"{x}__{y}" for x, y in steps)] if steps else []
             out = self.work / f"{a}__{b}"
-            m = probe(self.ctx, "delta", self.series.root(a), self.series.root(b), out,
+            m = probe(self.ctx, "delta", self.series.root(a), self.series.root(b), out, *reuse,
                       log_name=f"switch-{self.series.name.split()[0]}-{a}-{b}")
             seconds = float(last_json(m)["build_seconds"])
             manifest = mdelta.DeltaManifest.from_json((out / mdelta.MANIFEST_NAME).read_bytes())
             size, _ = mdelta.bundle_delta(delta_dir=out, dst=out.with_suffix(".tar.zst"))
-            shutil.rmtree(out, ignore_errors=True)
+            if j != i + 1:  # the push-time deltas stay (until the series is done) for the jumps to re-use
+                shutil.rmtree(out, ignore_errors=True)
             out.with_suffix(".tar.zst").unlink(missing_ok=True)
             # The basis Mist chose for each file B has under a new name (renamed, or similar): the tools get the same.
             sources = {op.path: op.source_path for op in manifest.ops if op.source_path and op.op != "remove"}
-            self._deltas[(a, b)] = Built(size, seconds, sources)
+            blobs = {op.path: op.blob_size or 0 for op in manifest.ops if op.op != "remove"}
+            self._deltas[(a, b)] = Built(size, seconds, sources, blobs)
         return self._deltas[(a, b)]
 
     def archive(self, name: str) -> int:
@@ -165,7 +180,8 @@ class Measure:
         return changed, added
 
     def best_tool(self, a: str, b: str) -> tuple[str, int, str]:
-        """(tool, bytes, listing): the smallest total of one tool over every file that differs from A to B.
+        """(tool, bytes, listing): the smallest total of one tool over every file that differs from A to B
+        (``self.per_file[(a, b)]`` keeps, per diffed file, the best tool's name and bytes for that file).
 
         A file B has under a path A lacks is diffed against the basis Mist's similar-file matching chose
         (so renames cost the tools what they cost Mist); one with no basis at all is zstd -19 for every
@@ -178,6 +194,12 @@ class Measure:
         no_basis = [new_root / p for p in added if p not in sources]
         whole, _ = tools.zstd_cli_compress(no_basis, scratch=self.work) if no_basis else (0, 0.0)
         totals = tools.per_file_totals(pairs, scratch=self.work)
+        per_file: dict[str, tuple[str, int]] = {}
+        for n, t in totals.items():
+            for label, size in t.sizes.items():
+                if label not in per_file or size < per_file[label][1]:
+                    per_file[label] = (n.split()[0], size)
+        self.per_file[(a, b)] = per_file
         complete = {n: t for n, t in totals.items() if t.complete}
         listing = ", ".join(f"{n.split()[0]} {mb(t.total + whole)}" + ("" if t.complete else " (incomplete)")
                             for n, t in totals.items())
@@ -263,6 +285,17 @@ def measure_series(ctx: Context, series: Series, distances: tuple[int, ...], *, 
         ctx.row(Row("11", figure, series.name, ratio, f"<= {JUMP_TARGET}", ratio <= JUMP_TARGET,
                     f"best {tool} {mb(best)} ({listing}); " + "; ".join(routes)
                     + f"; measured in {time.perf_counter() - started:.0f}s"))
+        if j > i and series.real:
+            ctx.row(Row("11", f"  direct update {a} -> {b} / best single tool", series.name, ratio,
+                        f"<= {DIRECT_TARGET}", ratio <= DIRECT_TARGET,
+                        f"the Mist delta between exactly these releases {mb(jump.bundle_size)} vs {tool} {mb(best)}"))
+        per_file = m.per_file[(a, b)]
+        losses = sorted(((jump.blobs[p] - best_size, p, t, best_size) for p, (t, best_size) in per_file.items()
+                         if jump.blobs.get(p, 0) > best_size), reverse=True)
+        worst = "; ".join(f"{p} +{extra} B over {t} ({size} B)" for extra, p, t, size in losses[:3])
+        ctx.row(Row("11", f"  share of files {a} -> {b} where Mist's patch > that file's best tool", series.name,
+                    len(losses) / max(len(per_file), 1), "0", not losses, f"{len(losses)} of {len(per_file)} files diffed by the tools"
+                    + (f"; largest: {worst}" if worst else "")))
         i_ratio = indirect / max(jump.bundle_size, 1)
         ctx.row(Row("11", f"  indirect {a} -> {b} / the direct delta (jump) between them", series.name, i_ratio,
                     f"<= {INDIRECT_TARGET}", i_ratio <= INDIRECT_TARGET,

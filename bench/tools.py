@@ -68,6 +68,7 @@ class ToolTotal:
     files: int = 0
     seconds: float = 0.0
     failed: list[str] = field(default_factory=list)
+    sizes: dict[str, int] = field(default_factory=dict)  # label -> this tool's patch bytes for that file
 
     @property
     def complete(self) -> bool:
@@ -112,6 +113,7 @@ def per_file_totals(pairs: list[tuple[str, Path, Path]], *, scratch: Path, worke
                 else:
                     total.total += size
                     total.files += 1
+                    total.sizes[label] = size
         totals[name] = total
     return totals
 

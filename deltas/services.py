@@ -585,6 +585,33 @@ def jump_for_plan(*, plan: UpdatePlan, from_version: Version | None, to_version:
     return {"job": job_payload(job), "job_url": f"/api/v1/jobs/{job.pk}", "preparing": preparing}
 
 
+def _push_time_blobs(*, from_version: Version, to_version: Version) -> dict[tuple[str | None, str], mdelta.KnownBlob]:
+    """For a forward jump, the blobs of the push-time deltas between the two versions (a file that changed once
+    on the way has its patch there already); nothing for a backward one (no reverse patches are kept)."""
+    steps: list[Version] = []
+    step: Version | None = to_version
+    while step is not None and step.pk != from_version.pk:
+        steps.append(step)
+        step = step.parent
+    if step is None:
+        return {}
+    folders = []
+    for step in reversed(steps):
+        folder = storage.delta_dir(step.game.slug, step.platform, step.parent.name, step.name)
+        if not (folder / mdelta.MANIFEST_NAME).is_file():
+            try:
+                _delta_dir_from_bundle(step)  # s3: unpacked from the bucket's bundle if the disk lacks it
+            except (DeltaError, MistCoreError, OSError):
+                continue
+        if (folder / mdelta.MANIFEST_NAME).is_file():
+            folders.append(folder)
+    try:
+        return mdelta.known_blobs(folders)
+    except (MistCoreError, OSError) as exc:  # a damaged push-time manifest: the jump is simply made whole
+        logger.warning("push-time deltas not reused", extra={"to": to_version.name, "error": str(exc)})
+        return {}
+
+
 def make_jump_delta(*, from_version: Version, to_version: Version) -> JumpDelta:
     """Rebuild both versions' trees (chain replay where they are not at hand), diff them with the push-time
     engines, and cache the bundle. Either direction: a rollback is a jump to an older version."""
@@ -607,7 +634,8 @@ def make_jump_delta(*, from_version: Version, to_version: Version) -> JumpDelta:
     try:
         mdelta.build_direct_delta(old_root=old_root, old_manifest=old_manifest, new_root=new_root,
                                   new_manifest=new_manifest, out_dir=work,
-                                  hdiff_max_bytes=settings.MIST_HDIFF_MAX_BYTES, workers=2)
+                                  hdiff_max_bytes=settings.MIST_HDIFF_MAX_BYTES, workers=2,
+                                  reuse=_push_time_blobs(from_version=from_version, to_version=to_version))
         size, sha = mdelta.bundle_delta(delta_dir=work, dst=bundle)
     finally:
         shutil.rmtree(work, ignore_errors=True)

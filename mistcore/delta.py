@@ -75,7 +75,7 @@ from __future__ import annotations
 import bisect
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,7 +83,15 @@ from typing import Any
 
 from mistcore import __version__
 from mistcore.engines import DIRECT_ENGINES, ENGINES, bsdiffx, hdiff, hdiffx, windowed, zpatch
-from mistcore.errors import ArchiveError, BasisMismatch, IntegrityError, ManifestError, PatchError, UnsafePathError
+from mistcore.errors import (
+    ArchiveError,
+    BasisMismatch,
+    IntegrityError,
+    ManifestError,
+    MistCoreError,
+    PatchError,
+    UnsafePathError,
+)
 from mistcore.fsutil import (
     _rmtree,
     atomic_dir,
@@ -364,6 +372,53 @@ class _Encoded:
     basis: FileRecord | None = None
 
 
+@dataclass(frozen=True)
+class KnownBlob:
+    """A blob of an existing delta folder that turns one content into another: reusable by any delta making
+    the same move (a jump over several versions re-uses the push-time patch of a file that changed once)."""
+
+    op: str  # "patch" (needs the basis) or "add" (the whole file)
+    engine: str
+    path: Path
+    size: int
+    sha256: str
+
+
+def known_blobs(delta_dirs: Iterable[Path]) -> dict[tuple[str | None, str], KnownBlob]:
+    """The blobs of these delta folders by (basis sha256, target sha256): patches by their basis, whole files
+    (``add``) by ``None``. The first folder naming a move wins."""
+    found: dict[tuple[str | None, str], KnownBlob] = {}
+    for folder in delta_dirs:
+        manifest = DeltaManifest.from_json((Path(folder) / MANIFEST_NAME).read_bytes())
+        for op in manifest.ops:
+            if op.op not in ("patch", "add") or op.blob is None or op.engine is None or op.target_sha256 is None:
+                continue
+            key = (op.source_sha256 if op.op == "patch" else None, op.target_sha256)
+            found.setdefault(key, KnownBlob(op=op.op, engine=op.engine, path=_file_in(Path(folder), op.blob),
+                                            size=int(op.blob_size or 0), sha256=str(op.blob_sha256)))
+    return found
+
+
+def _reused(group: _Group, known: KnownBlob | None, *, tmp: Path) -> _Encoded | None:
+    """``known`` copied into this delta (checked against its recorded size and SHA-256), or None when there is
+    no such blob or it is not intact (the caller then makes it anew)."""
+    if known is None or group.record.size == 0:
+        return None
+    if known.op == "patch":
+        if group.basis is None or known.engine not in _PATCH_SUFFIX:
+            return None
+        rel = f"patches/{group.index:06d}.{_PATCH_SUFFIX[known.engine]}"
+    else:
+        rel = f"new_files/{group.index:06d}.zst"
+    try:
+        _copy_verified(known.path, tmp / rel, size=known.size, sha256=known.sha256, what="a reused blob")
+    except (OSError, MistCoreError):  # missing, replaced, truncated or corrupt: made anew
+        Path(tmp / rel).unlink(missing_ok=True)
+        return None
+    return _Encoded(op=known.op, engine=known.engine, blob=rel, blob_size=known.size, blob_sha256=known.sha256,
+                    basis=group.basis if known.op == "patch" else None)
+
+
 class _SimilarIndex:
     """Finds an old file that probably is an earlier version of a new, differently named file."""
 
@@ -514,8 +569,14 @@ def _encode(
     zpatch_max_bytes: int,
     window: int,
     level: int,
+    reuse: Mapping[tuple[str | None, str], KnownBlob] | None = None,
 ) -> _Encoded:
     target = group.record
+    if reuse:
+        key = (group.basis.sha256 if group.basis is not None else None, target.sha256)
+        again = _reused(group, reuse.get(key), tmp=tmp)
+        if again is not None:
+            return again
     new_file = _file_in(new_root, target.path)
     full_rel = f"new_files/{group.index:06d}.zst"
     patch: _Encoded | None = None
@@ -577,8 +638,13 @@ def build_direct_delta(
     workers: int = 2,
     level: int = 19,
     window: int = windowed.DEFAULT_WINDOW,
+    reuse: Mapping[tuple[str | None, str], KnownBlob] | None = None,
 ) -> DeltaManifest:
-    """Build the delta folder turning ``old_manifest``'s tree into ``new_manifest``'s at ``out_dir``."""
+    """Build the delta folder turning ``old_manifest``'s tree into ``new_manifest``'s at ``out_dir``.
+
+    ``reuse`` (``known_blobs`` of other delta folders made with these engines): a file whose exact move (basis
+    content -> new content) one of them already encodes gets that blob, checked, instead of being diffed again.
+    A jump over several versions is mostly the push-time patches of files that changed once."""
     changes = diff_manifests(old_manifest, new_manifest)
     old_map, new_map = old_manifest.by_path(), new_manifest.by_path()
     old_by_sha: dict[str, FileRecord] = {}
@@ -636,6 +702,7 @@ def build_direct_delta(
                         zpatch_max_bytes=zpatch_max_bytes,
                         window=window,
                         level=level,
+                        reuse=reuse,
                     ),
                 )
                 for group in groups.values()
