@@ -1,0 +1,57 @@
+"""The newer engines end to end: a library rebuilt with a small change is pushed, the real worker encodes it as
+bsdiff-lzma, and the patcher (its CLI, over HTTP) updates an install to the exact bytes of the new version."""
+
+from __future__ import annotations
+
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from builds.models import Version
+from builds.services import push_version
+from catalog.models import Game
+from deltas.models import DirectDelta
+from mist.testing.gamedata import make_build, tree_bytes
+from mist_patcher.tests.test_e2e_live import PASSWORD, Patcher
+from mistcore.tests.helpers import relinked_library
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+
+
+def _ready(name: str) -> bool:
+    version = Version.objects.get(game__slug="relink", name=name)
+    assert version.status != Version.Status.FAILED, version.error
+    return version.status == Version.Status.READY
+
+
+def test_a_relinked_library_travels_as_bsdiff_lzma_and_updates_byte_exact(
+    tmp_path: Path, worker: Any, admin_user: Any, live_server: Any, friend: Any
+) -> None:
+    # given a game whose physics library is rebuilt with a small change (every later address moves)
+    old_lib, new_lib = relinked_library(random.Random(9))
+    v1 = make_build(tmp_path / "src" / "1.0", seed=61)
+    (v1 / "bin" / "libphysics.so").write_bytes(old_lib)
+    v2 = tmp_path / "src" / "1.1"
+    shutil.copytree(v1, v2)
+    (v2 / "bin" / "libphysics.so").write_bytes(new_lib)
+    game = Game.objects.create(slug="relink", title="Relink")
+    # when the admin pushes both and the worker makes the direct delta
+    for name, folder in (("1.0", v1), ("1.1", v2)):
+        push_version(game=game, name=name, source=folder, user=admin_user)
+        worker.wait_for(lambda n=name: _ready(n), timeout=180, what=f"{name} ready")
+    # then the library travels as bsdiff-lzma, at a fraction of the file
+    report = {row["path"]: row for row in DirectDelta.objects.get(to_version__name="1.1").report}
+    lib = report["bin/libphysics.so"]
+    assert lib["engine"] == "bsdiff-lzma" and lib["patch_size"] < len(new_lib) // 20, lib
+    # and a friend's patcher installs 1.0, updates to 1.1 by that delta, and has exactly 1.1's bytes
+    p = Patcher(tmp_path / "home", live_server.url)
+    p.run("login", "--username", "friend", "--password-stdin", stdin=PASSWORD + "\n")
+    p.run("install", "relink", "--version", "1.0", "--platform", "windows")
+    code, update, _ = p.run("update", "relink", "--version", "1.1")
+    assert update["route"] == "direct", update
+    assert tree_bytes(p.home / "games" / "relink") == tree_bytes(v2)
+    code, verify, _ = p.run("verify", "relink")
+    assert code == 0 and verify["healthy"] and verify["version"] == "1.1", verify
