@@ -19,6 +19,7 @@ from deltas.tests.conftest import process_inline
 from mist.testing.gamedata import make_build, next_version, tree_bytes
 from mistcore import delta as mdelta
 from mistcore.fsutil import clone_tree
+from mistcore.tests.helpers import counting_diffs
 
 
 @pytest.fixture
@@ -40,18 +41,6 @@ def series(db: None, tmp_path: Path) -> dict[str, Path]:
     return sources
 
 
-def _counting(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    diffed: list[str] = []
-    real = mdelta.diff_with_check
-
-    def counting(**kw: Any) -> Any:
-        diffed.append(kw["target"].path)
-        return real(**kw)
-
-    monkeypatch.setattr(mdelta, "diff_with_check", counting)
-    return diffed
-
-
 def _applied(jump: Any, start: Path, tmp_path: Path, name: str) -> dict[str, tuple[bytes, bool]]:
     unpacked = tmp_path / f"{name}-unpacked"
     mdelta.unpack_bundle(src=jump_path(jump), dest=unpacked, max_total_bytes=10**9)
@@ -71,7 +60,7 @@ def test_a_forward_jump_diffs_only_what_changed_more_than_once(series: dict[str,
     once = {r.sha256 for p, r in by3.items() if p in by1 and p in by2 and r.sha256 != by1[p].sha256
             and (by2[p].sha256 == by1[p].sha256 or by2[p].sha256 == r.sha256)}
     assert len(twice) == 1 and len(once) >= 3  # the config; the executable, textures and library
-    diffed = _counting(monkeypatch)
+    diffed = counting_diffs(monkeypatch)
     # when the worker's job makes the jump 1 -> 3
     jump = make_jump_delta(from_version=v1, to_version=v3)
     # then the files that changed twice were diffed, none that changed once: those came from the push-time deltas
@@ -93,7 +82,7 @@ def test_a_forward_jump_without_its_push_time_folders_is_made_whole(series: dict
     for v in (Version.objects.get(name="2"), v3):
         shutil.rmtree(storage.delta_dir("trio", v.platform, v.parent.name, v.name))
         storage.delta_bundle_path("trio", v.platform, v.parent.name, v.name).write_bytes(b"damaged")
-    diffed = _counting(monkeypatch)
+    diffed = counting_diffs(monkeypatch)
     # when the jump is made
     jump = make_jump_delta(from_version=v1, to_version=v3)
     # then it diffed every changed file itself and still turns 1 into 3

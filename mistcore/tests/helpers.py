@@ -8,6 +8,12 @@ import random
 import stat
 import struct
 from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mistcore import delta as mdelta
+from mistcore.manifest import scan_directory
 
 
 def structured_bytes(rng: random.Random, size: int) -> bytes:
@@ -126,3 +132,28 @@ def relinked_library(rng: random.Random, functions: int = 600) -> tuple[bytes, b
     body, calls = funcs[functions // 2]
     edited[functions // 2] = (body[:20] + rng.randbytes(40) + body[20:], calls)
     return old, link(edited, functions // 6, rng.randbytes(64))
+
+
+def delta_between(work: Path, a: str, b: str, out: str | None = None, **kw: Any) -> mdelta.DeltaManifest:
+    """The direct delta from the tree ``work/a`` to ``work/b``, built at ``work/<out>`` (default ``a-b``)."""
+    return mdelta.build_direct_delta(
+        old_root=work / a,
+        old_manifest=scan_directory(work / a, version=a),
+        new_root=work / b,
+        new_manifest=scan_directory(work / b, version=b),
+        out_dir=work / (out or f"{a}-{b}"),
+        **kw,
+    )
+
+
+def counting_diffs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """From now on, the target path of every file the delta builder diffs (the diffs still run)."""
+    seen: list[str] = []
+    real = mdelta.diff_with_check
+
+    def counting(**kw: Any) -> Any:
+        seen.append(kw["target"].path)
+        return real(**kw)
+
+    monkeypatch.setattr(mdelta, "diff_with_check", counting)
+    return seen

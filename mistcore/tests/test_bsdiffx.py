@@ -15,10 +15,8 @@ import pytest
 from mistcore import delta as mdelta
 from mistcore.delta import (
     PATCH_ENGINES,
-    DeltaManifest,
     apply_delta_dir,
     apply_delta_to_stage,
-    build_direct_delta,
     bundle_delta,
     commit_stage,
     unpack_bundle,
@@ -26,8 +24,8 @@ from mistcore.delta import (
 from mistcore.engines import DIRECT_ENGINES, ENGINES, bsdiffx, hdiff, hdiffx, zpatch
 from mistcore.errors import BasisMismatch, IntegrityError, PatchError
 from mistcore.fsutil import clone_tree
-from mistcore.manifest import scan_directory
 from mistcore.tests.helpers import ELF_X86_64, mutate, relinked_library, snapshot, structured_bytes, write_tree
+from mistcore.tests.helpers import delta_between as _delta
 
 
 def _sha(data: bytes) -> str:
@@ -184,16 +182,6 @@ def test_hostile_control_and_sizes_are_refused_before_bsdiff_runs(work: Path, mo
 # The delta builder.
 
 
-def _delta(work: Path, a: str, b: str, **kw: Any) -> DeltaManifest:
-    return build_direct_delta(
-        old_root=work / a,
-        old_manifest=scan_directory(work / a, version=a),
-        new_root=work / b,
-        new_manifest=scan_directory(work / b, version=b),
-        out_dir=work / f"{a}-{b}",
-        **kw,
-    )
-
 
 def test_builder_picks_bsdiff_lzma_for_a_relinked_library_and_the_delta_applies(work: Path) -> None:
     # given a library rebuilt with a small change, and data files that are no executables
@@ -254,7 +242,5 @@ def test_builder_tries_bsdiff_only_where_it_is_cheap_or_likely_to_win(work: Path
     assert tried == [len(small_new)]
     # and below the top level it never runs
     tried.clear()
-    build_direct_delta(old_root=work / "v1", old_manifest=scan_directory(work / "v1", version="v1"),
-                       new_root=work / "v2", new_manifest=scan_directory(work / "v2", version="v2"),
-                       out_dir=work / "low", level=3)
+    _delta(work, "v1", "v2", "low", level=3)
     assert tried == []

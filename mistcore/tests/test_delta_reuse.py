@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from mistcore import delta as mdelta
-from mistcore.delta import DeltaManifest, apply_delta_dir, build_direct_delta, known_blobs
+from mistcore.delta import apply_delta_dir, known_blobs
 from mistcore.fsutil import clone_tree
-from mistcore.manifest import scan_directory
-from mistcore.tests.helpers import mutate, relinked_library, snapshot, structured_bytes, write_tree
+from mistcore.tests.helpers import counting_diffs, mutate, relinked_library, snapshot, structured_bytes, write_tree
+from mistcore.tests.helpers import delta_between as _delta
 
 
 def _three_versions(work: Path) -> None:
@@ -29,23 +28,6 @@ def _three_versions(work: Path) -> None:
                              "data/new.bin": added})
 
 
-def _delta(work: Path, a: str, b: str, out: str, **kw: Any) -> DeltaManifest:
-    return build_direct_delta(old_root=work / a, old_manifest=scan_directory(work / a, version=a),
-                              new_root=work / b, new_manifest=scan_directory(work / b, version=b),
-                              out_dir=work / out, **kw)
-
-
-def _diffed(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    seen: list[str] = []
-    real = mdelta.diff_with_check
-
-    def counting(**kw: Any) -> Any:
-        seen.append(kw["target"].path)
-        return real(**kw)
-
-    monkeypatch.setattr(mdelta, "diff_with_check", counting)
-    return seen
-
 
 def test_a_jump_reuses_the_patches_of_files_that_changed_once(work: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # given the push-time deltas v1 -> v2 -> v3, and the jump v1 -> v3 made from scratch
@@ -54,7 +36,7 @@ def test_a_jump_reuses_the_patches_of_files_that_changed_once(work: Path, monkey
     _delta(work, "v2", "v3", "d23")
     fresh = _delta(work, "v1", "v3", "fresh")
     # when the jump is made again with the push-time deltas' blobs at hand
-    diffed = _diffed(monkeypatch)
+    diffed = counting_diffs(monkeypatch)
     jump = _delta(work, "v1", "v3", "jump", reuse=known_blobs([work / "d12", work / "d23"]))
     # then only the file that changed twice was diffed; the pack's and the library's patches and the added
     # file's blob came from the push-time deltas, and the jump is the same, blob for blob, as the one made anew
@@ -83,7 +65,7 @@ def test_a_damaged_or_missing_blob_is_made_anew_never_copied(work: Path, monkeyp
                 if op.path == "data/pack.bin")
     (work / "d12" / str(pack.blob)).unlink()
     # when the jump is made with them
-    diffed = _diffed(monkeypatch)
+    diffed = counting_diffs(monkeypatch)
     _delta(work, "v1", "v3", "jump", reuse=reuse)
     # then those two files were diffed again and the jump still turns v1 into v3
     assert sorted(diffed) == ["config.ini", "data/pack.bin", "lib/game.so"]

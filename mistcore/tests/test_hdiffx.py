@@ -19,7 +19,6 @@ from mistcore.delta import (
     DeltaManifest,
     apply_delta_dir,
     apply_delta_to_stage,
-    build_direct_delta,
     bundle_delta,
     commit_stage,
     unpack_bundle,
@@ -27,7 +26,7 @@ from mistcore.delta import (
 from mistcore.engines import DIRECT_ENGINES, ENGINES, hdiff, hdiffx, zpatch
 from mistcore.errors import IntegrityError, PatchError
 from mistcore.fsutil import clone_tree
-from mistcore.manifest import scan_directory
+from mistcore.tests.helpers import delta_between as _delta
 from mistcore.tests.helpers import mutate, snapshot, structured_bytes, write_tree
 
 _ELF_X86_64 = b"\x7fELF\x02\x01" + bytes(12) + b"\x3e\x00"
@@ -289,16 +288,6 @@ def _versions(rng: random.Random) -> tuple[dict[str, bytes], dict[str, bytes]]:
     v2 = {"data/pack.idx": index_new, "config/settings.ini": settings.replace(b"2.5.6", b"2.5.7"), "lib/libgame.so": mutate(rng, lib)}
     return v1, v2
 
-
-def _delta(work: Path, a: str, b: str, **kw: Any) -> DeltaManifest:
-    return build_direct_delta(
-        old_root=work / a,
-        old_manifest=scan_directory(work / a, version=a),
-        new_root=work / b,
-        new_manifest=scan_directory(work / b, version=b),
-        out_dir=work / f"{a}-{b}",
-        **kw,
-    )
 
 
 def test_builder_picks_hdiff_lzma_when_smaller_and_the_delta_applies(work: Path, rng: random.Random) -> None:

@@ -20,7 +20,6 @@ from mistcore.delta import (
     DeltaManifest,
     apply_delta_dir,
     apply_delta_to_stage,
-    build_direct_delta,
     bundle_delta,
     commit_stage,
     unpack_bundle,
@@ -28,7 +27,7 @@ from mistcore.delta import (
 from mistcore.engines import DIRECT_ENGINES, ENGINES, hdiff, hdiffx, zpatch
 from mistcore.errors import IntegrityError, ManifestError, PatchError
 from mistcore.fsutil import clone_tree
-from mistcore.manifest import scan_directory
+from mistcore.tests.helpers import delta_between as _delta
 from mistcore.tests.helpers import mutate, snapshot, structured_bytes, write_tree
 
 
@@ -227,16 +226,6 @@ def _versions(rng: random.Random) -> tuple[dict[str, bytes], dict[str, bytes], d
     del v3["data/keep.bin"]
     return v1, v2, v3
 
-
-def _delta(work: Path, a: str, b: str, **kw: Any) -> DeltaManifest:
-    return build_direct_delta(
-        old_root=work / a,
-        old_manifest=scan_directory(work / a, version=a),
-        new_root=work / b,
-        new_manifest=scan_directory(work / b, version=b),
-        out_dir=work / f"{a}-{b}",
-        **kw,
-    )
 
 
 def test_builder_picks_zstd_patch_when_smaller_and_it_round_trips(work: Path, rng: random.Random) -> None:
