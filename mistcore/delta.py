@@ -43,10 +43,11 @@ neither file is over ``zpatch_max_bytes`` (4 MiB), a ``zstd-patch`` blob too; an
 (ELF, PE, Mach-O: what bsdiff is made for) a ``bsdiff-lzma`` blob where it is cheap or likely to win:
 both files up to 256 KiB, or up to 16 MiB when the best patch so far is under 1/16 of the new file (a
 binary that changed a little and moved a lot; bsdiff's suffix sort costs 16 bytes per old byte and
-~0.3 s per MB). The smallest wins (a tie goes to the earlier of
-hdiff, hdiff-lzma, zstd-patch, bsdiff-lzma), then the whole compressed file if that is not bigger. The engines win on different files: zstd-patch on text and small files
-(version stamps, docs, scripts: its repeat offsets and 8 bytes less framing), hdiff-lzma on
-native code, hdiff on the rest. On the pygame-ce 2.5.6 -> 2.5.7 update (178 changed files, same
+~0.3 s per MB). The smallest wins (a tie goes to the earlier of hdiff, hdiff-lzma, zstd-patch,
+bsdiff-lzma), then the whole compressed file if that is not bigger. The engines win on different
+files: zstd-patch on text and small files (version stamps, docs, scripts: its repeat offsets and 8
+bytes less framing), hdiff-lzma on native code, bsdiff-lzma on executables that barely changed (a
+patch release of a library), hdiff on the rest. On the pygame-ce 2.5.6 -> 2.5.7 update (178 changed files, same
 path) against the best per-file tool (zstd --patch-from, 230,736 bytes): hdiff alone 0.928,
 hdiff-lzma alone 0.900, zstd-patch alone 0.981, hdiff or zstd-patch 0.899, all three 0.871
 (201,000 bytes: 161 zstd-patch, 17 hdiff-lzma); its 16 renamed-and-changed files 0.940 -> 0.929.

@@ -139,9 +139,8 @@ def encode(control: bytes, diff: bytes, extra: bytes, *, new_size: int, old_size
         other = _compress(extra, lc=1, x86=True)
         if len(other) < len(extra_c):
             extra_c, flags = other, _X86
-    head = MAGIC + bytes([flags]) + b"".join(
-        _uvarint(n) for n in (new_size, old_size, len(tuples), len(ctrl), len(diff), len(extra), len(ctrl_c), len(diff_c))
-    )
+    sizes = (new_size, old_size, len(tuples), len(ctrl), len(diff), len(extra), len(ctrl_c), len(diff_c))
+    head = MAGIC + bytes([flags]) + b"".join(_uvarint(n) for n in sizes)
     return head + ctrl_c + diff_c + extra_c
 
 
