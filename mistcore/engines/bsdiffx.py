@@ -167,7 +167,7 @@ def decode(patch: bytes | memoryview, *, expected_size: int, old_size: int) -> t
         raise PatchError(f"patch declares {new_size} output bytes, expected {expected_size}")
     if declared_old != old_size:
         raise PatchError(f"patch expects a {declared_old}-byte basis, the basis has {old_size} bytes")
-    if diff_len + extra_len != new_size or ctrl_len > control_limit(new_size) or count > ctrl_len:
+    if diff_len + extra_len != new_size or ctrl_len > control_limit(new_size) or 3 * count > ctrl_len:
         raise PatchError("bsdiff-lzma blob declares inconsistent sizes")
     start = r.pos
     if start + ctrl_c_len + diff_c_len > len(patch):
