@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from mistcore import delta as mdelta
+from mistcore.fsutil import clone_tree
 from mistcore.manifest import scan_directory
 
 
@@ -157,3 +158,20 @@ def counting_diffs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     monkeypatch.setattr(mdelta, "diff_with_check", counting)
     return seen
+
+
+def assert_delta_applies(work: Path, delta: str, start: str, target: str) -> None:
+    """The delta folder ``work/<delta>`` turns the tree ``work/<start>`` into ``work/<target>`` both ways it is
+    used: the server's chain replay (applied in place) and the patcher (bundled, unpacked, staged, committed)."""
+    replay, install, unpacked = (work / f"{delta}-{what}" for what in ("replay", "install", "unpacked"))
+    clone_tree(work / start, replay)
+    mdelta.apply_delta_dir(delta_dir=work / delta, install_root=replay, work_dir=work / f"{delta}-replay-work")
+    assert snapshot(replay) == snapshot(work / target)
+
+    clone_tree(work / start, install)
+    mdelta.bundle_delta(delta_dir=work / delta, dst=work / f"{delta}.tar.zst")
+    manifest = mdelta.unpack_bundle(src=work / f"{delta}.tar.zst", dest=unpacked, max_total_bytes=10**9)
+    stage = work / f"{delta}-stage"
+    written = mdelta.apply_delta_to_stage(delta=manifest, delta_dir=unpacked, source_root=install, stage_dir=stage)
+    mdelta.commit_stage(install_root=install, stage_dir=stage, written=written, removed=manifest.removed)
+    assert snapshot(install) == snapshot(work / target)

@@ -15,16 +15,17 @@ import pytest
 from mistcore import delta as mdelta
 from mistcore.delta import (
     PATCH_ENGINES,
-    apply_delta_dir,
-    apply_delta_to_stage,
-    bundle_delta,
-    commit_stage,
-    unpack_bundle,
 )
 from mistcore.engines import DIRECT_ENGINES, ENGINES, bsdiffx, hdiff, hdiffx, zpatch
 from mistcore.errors import BasisMismatch, IntegrityError, PatchError
-from mistcore.fsutil import clone_tree
-from mistcore.tests.helpers import ELF_X86_64, mutate, relinked_library, snapshot, structured_bytes, write_tree
+from mistcore.tests.helpers import (
+    ELF_X86_64,
+    assert_delta_applies,
+    mutate,
+    relinked_library,
+    structured_bytes,
+    write_tree,
+)
 from mistcore.tests.helpers import delta_between as _delta
 
 
@@ -203,20 +204,8 @@ def test_builder_picks_bsdiff_lzma_for_a_relinked_library_and_the_delta_applies(
     assert ops["data/level.pak"].engine != bsdiffx.NAME
     assert bsdiffx.NAME in PATCH_ENGINES and bsdiffx.NAME in DIRECT_ENGINES and ENGINES[bsdiffx.NAME] is bsdiffx
 
-    # The server's chain replay.
-    clone_tree(work / "v1", work / "replay")
-    apply_delta_dir(delta_dir=work / "v1-v2", install_root=work / "replay", work_dir=work / "tmp1")
-    assert snapshot(work / "replay") == snapshot(work / "v2")
-
-    # The patcher: the bundle as downloaded, unpacked, staged, then committed.
-    clone_tree(work / "v1", work / "install")
-    bundle_delta(delta_dir=work / "v1-v2", dst=work / "v1-v2.tar.zst")
-    unpacked = unpack_bundle(src=work / "v1-v2.tar.zst", dest=work / "unpacked", max_total_bytes=10**8)
-    written = apply_delta_to_stage(
-        delta=unpacked, delta_dir=work / "unpacked", source_root=work / "install", stage_dir=work / "stage"
-    )
-    commit_stage(install_root=work / "install", stage_dir=work / "stage", written=written, removed=unpacked.removed)
-    assert snapshot(work / "install") == snapshot(work / "v2")
+    # and it applies, on the server (chain replay) and in the patcher (bundle, stage, commit)
+    assert_delta_applies(work, "v1-v2", "v1", "v2")
 
 
 def test_builder_tries_bsdiff_only_where_it_is_cheap_or_likely_to_win(work: Path, monkeypatch: pytest.MonkeyPatch) -> None:

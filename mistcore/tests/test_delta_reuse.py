@@ -8,9 +8,15 @@ from pathlib import Path
 import pytest
 
 from mistcore import delta as mdelta
-from mistcore.delta import apply_delta_dir, known_blobs
-from mistcore.fsutil import clone_tree
-from mistcore.tests.helpers import counting_diffs, mutate, relinked_library, snapshot, structured_bytes, write_tree
+from mistcore.delta import known_blobs
+from mistcore.tests.helpers import (
+    assert_delta_applies,
+    counting_diffs,
+    mutate,
+    relinked_library,
+    structured_bytes,
+    write_tree,
+)
 from mistcore.tests.helpers import delta_between as _delta
 
 
@@ -45,9 +51,7 @@ def test_a_jump_reuses_the_patches_of_files_that_changed_once(work: Path, monkey
     ops = {op.path: op for op in jump.ops}
     assert ops["lib/game.so"].engine == "bsdiff-lzma" and ops["data/new.bin"].op == "add"
     # and it turns v1 into v3
-    clone_tree(work / "v1", work / "install")
-    apply_delta_dir(delta_dir=work / "jump", install_root=work / "install", work_dir=work / "tmp")
-    assert snapshot(work / "install") == snapshot(work / "v3")
+    assert_delta_applies(work, "jump", "v1", "v3")
 
 
 def test_a_damaged_or_missing_blob_is_made_anew_never_copied(work: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -69,6 +73,4 @@ def test_a_damaged_or_missing_blob_is_made_anew_never_copied(work: Path, monkeyp
     _delta(work, "v1", "v3", "jump", reuse=reuse)
     # then those two files were diffed again and the jump still turns v1 into v3
     assert sorted(diffed) == ["config.ini", "data/pack.bin", "lib/game.so"]
-    clone_tree(work / "v1", work / "install")
-    apply_delta_dir(delta_dir=work / "jump", install_root=work / "install", work_dir=work / "tmp")
-    assert snapshot(work / "install") == snapshot(work / "v3")
+    assert_delta_applies(work, "jump", "v1", "v3")

@@ -17,17 +17,13 @@ from mistcore.delta import (
     MANIFEST_NAME,
     PATCH_ENGINES,
     DeltaManifest,
-    apply_delta_dir,
     apply_delta_to_stage,
-    bundle_delta,
-    commit_stage,
-    unpack_bundle,
 )
 from mistcore.engines import DIRECT_ENGINES, ENGINES, hdiff, hdiffx, zpatch
 from mistcore.errors import IntegrityError, PatchError
 from mistcore.fsutil import clone_tree
+from mistcore.tests.helpers import assert_delta_applies, mutate, structured_bytes, write_tree
 from mistcore.tests.helpers import delta_between as _delta
-from mistcore.tests.helpers import mutate, snapshot, structured_bytes, write_tree
 
 _ELF_X86_64 = b"\x7fELF\x02\x01" + bytes(12) + b"\x3e\x00"
 
@@ -315,20 +311,8 @@ def test_builder_picks_hdiff_lzma_when_smaller_and_the_delta_applies(work: Path,
     assert hdiffx.NAME in PATCH_ENGINES and hdiffx.NAME in DIRECT_ENGINES and ENGINES[hdiffx.NAME] is hdiffx
     assert DeltaManifest.from_json((work / "v1-v2" / MANIFEST_NAME).read_bytes()) == delta
 
-    # The server's chain replay.
-    clone_tree(work / "v1", work / "replay")
-    apply_delta_dir(delta_dir=work / "v1-v2", install_root=work / "replay", work_dir=work / "tmp1")
-    assert snapshot(work / "replay") == snapshot(work / "v2")
-
-    # The patcher: the bundle as downloaded, unpacked, staged, then committed.
-    clone_tree(work / "v1", work / "install")
-    bundle_delta(delta_dir=work / "v1-v2", dst=work / "v1-v2.tar.zst")
-    unpacked = unpack_bundle(src=work / "v1-v2.tar.zst", dest=work / "unpacked", max_total_bytes=10**8)
-    written = apply_delta_to_stage(
-        delta=unpacked, delta_dir=work / "unpacked", source_root=work / "install", stage_dir=work / "stage"
-    )
-    commit_stage(install_root=work / "install", stage_dir=work / "stage", written=written, removed=unpacked.removed)
-    assert snapshot(work / "install") == snapshot(work / "v2")
+    # and it applies, on the server (chain replay) and in the patcher (bundle, stage, commit)
+    assert_delta_applies(work, "v1-v2", "v1", "v2")
 
 
 def test_builder_below_the_top_level_does_not_use_lzma(work: Path, rng: random.Random) -> None:
