@@ -133,6 +133,10 @@ PATCH_ENGINES = (hdiff.NAME, hdiffx.NAME, zpatch.NAME, bsdiffx.NAME, windowed.NA
 BSDIFF_ALWAYS_BYTES = 256 << 10
 BSDIFF_NEAR = 16
 ZPATCH_MAX_BYTES = 4 << 20
+# A basis guessed from a file name is diffed only where a fast zstd patch against it is below this share of the
+# file compressed alone (zpatch.basis_ratio): a renamed original measures ~0.001, an unrelated file of the same
+# kind ~1.0, and diffing the latter costs every engine's time for nothing.
+GUESSED_BASIS_MAX_RATIO = 0.97
 _PATCH_SUFFIX = {hdiff.NAME: "hdiff", hdiffx.NAME: "hdiffx", zpatch.NAME: "zpatch", bsdiffx.NAME: "bsdiffx",
                  windowed.NAME: "hdiffw"}
 _OP_KEYS = (
@@ -361,6 +365,7 @@ class _Group:
     record: FileRecord
     paths: list[str]
     basis: FileRecord | None
+    guessed: bool = False  # the basis is a differently named old file _SimilarIndex picked, not this path's own
 
 
 @dataclass
@@ -581,7 +586,9 @@ def _encode(
     new_file = _file_in(new_root, target.path)
     full_rel = f"new_files/{group.index:06d}.zst"
     patch: _Encoded | None = None
-    if group.basis is not None and target.size > 0:
+    if group.basis is not None and target.size > 0 and (
+        not group.guessed or _related(_file_in(old_root, group.basis.path), new_file)
+    ):
         engine, patch_file = diff_with_check(  # checks the new file against the manifest too
             basis=group.basis,
             old_file=_file_in(old_root, group.basis.path),
@@ -621,6 +628,19 @@ def _encode(
     return _Encoded(
         op="add", engine="zstd", blob=full_rel, blob_size=full_size, blob_sha256=sha256_file(tmp / full_rel)
     )
+
+
+def _related(old_file: Path, new_file: Path) -> bool:
+    """Whether a guessed basis explains enough of the new file to be worth diffing against (see
+    GUESSED_BASIS_MAX_RATIO); a file that cannot be read is left to the diff, which reports it."""
+    try:
+        with open_regular(old_file, what="a basis") as f:
+            old = f.read(zpatch.PROBE_BYTES)
+        with open_regular(new_file, what="a new file") as f:
+            new = f.read(zpatch.PROBE_BYTES)
+    except (OSError, MistCoreError):
+        return True
+    return zpatch.basis_ratio(old, new) < GUESSED_BASIS_MAX_RATIO
 
 
 def _file_in(root: Path, rel: str) -> Path:
@@ -682,6 +702,7 @@ def build_direct_delta(
         # A changed path's own old version is the best basis; otherwise look for a renamed original.
         same_path = [old_map[p] for p in group.paths if p in old_map]
         group.basis = same_path[0] if same_path else similar.find(group.paths[0], group.record.size)
+        group.guessed = not same_path and group.basis is not None
     for path in changes.removed:
         rec = old_map[path]
         ops.append(DeltaOp(op="remove", path=path, source_sha256=rec.sha256, source_size=rec.size))

@@ -290,3 +290,29 @@ def test_delta_manifest_rejects(delta_doc: dict[str, Any], mutation: Any, messag
 def test_ops_are_typed() -> None:
     op = DeltaOp(op="remove", path="a", source_sha256="a" * 64, source_size=1)
     assert op.to_dict()["target_sha256"] is None
+
+
+def test_a_guessed_basis_is_diffed_only_when_it_is_related(work: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """New names are matched to old files by name pattern and size. A renamed original is diffed against; an
+    unrelated file that merely looks like one (another level of the same size) is not: the builder measures
+    that first with a fast zstd patch (milliseconds) instead of spending every engine's time on it."""
+    from mistcore.engines import zpatch
+    from mistcore.tests.helpers import assert_delta_applies, counting_diffs
+
+    rng = random.Random(77)
+    level7, level2 = structured_bytes(rng, 400_000), structured_bytes(rng, 250_000)
+    write_tree(work / "v1", {"data/level07.pak": level7, "data/level02.pak": level2})
+    fresh = structured_bytes(random.Random(78), 390_000)
+    write_tree(work / "v2", {"data/level09.pak": fresh, "data/level12.pak": mutate(rng, level2)})
+    assert zpatch.basis_ratio(level7, fresh) > 0.97
+    assert zpatch.basis_ratio(level2, mutate(rng, level2)) < 0.1
+    diffed = counting_diffs(monkeypatch)
+    delta = build_direct_delta(old_root=work / "v1", old_manifest=scan_directory(work / "v1", version="1"),
+                               new_root=work / "v2", new_manifest=scan_directory(work / "v2", version="2"),
+                               out_dir=work / "delta", level=19)
+    ops = {op.path: op for op in delta.ops}
+    assert (ops["data/level12.pak"].op, ops["data/level12.pak"].source_path) == ("patch", "data/level02.pak")
+    assert ops["data/level12.pak"].blob_size < 20_000
+    assert (ops["data/level09.pak"].op, ops["data/level09.pak"].engine) == ("add", "zstd")
+    assert diffed == ["data/level12.pak"]  # the unrelated guess was never diffed
+    assert_delta_applies(work, "delta", "v1", "v2")
