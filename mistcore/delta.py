@@ -80,7 +80,7 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from mistcore import __version__
 from mistcore.engines import DIRECT_ENGINES, ENGINES, bsdiffx, hdiff, hdiffx, windowed, zpatch
@@ -124,6 +124,8 @@ from mistcore.manifest import (
 from mistcore.safetar import extract_tar_zst, pack_tar_zst
 from mistcore.zstdio import OverLimit, compress_file_hashed
 
+T = TypeVar("T")
+
 DELTA_FORMAT = "mist-delta/1"
 MANIFEST_NAME = "delta_manifest.json"
 OP_KINDS = ("patch", "add", "copy", "remove")
@@ -137,6 +139,13 @@ ZPATCH_MAX_BYTES = 4 << 20
 # file compressed alone (zpatch.basis_ratio): a renamed original measures ~0.001, an unrelated file of the same
 # kind ~1.0, and diffing the latter costs every engine's time for nothing.
 GUESSED_BASIS_MAX_RATIO = 0.97
+# hdiff-lzma is tried on executables of any size and on other files up to this size (see diff_with_check).
+HDIFFX_ANY_BYTES = 1 << 20
+# One file's compressions run on two threads when its uncompressed diff is within these bounds: below, thread
+# start-up is not worth it and the pool's other files keep both cores busy; above, two lzma encoders at once
+# (about 11 bytes per byte of dictionary each) would cost too much memory.
+PARALLEL_MIN_BYTES = 1 << 20
+PARALLEL_MAX_BYTES = 16 << 20
 _PATCH_SUFFIX = {hdiff.NAME: "hdiff", hdiffx.NAME: "hdiffx", zpatch.NAME: "zpatch", bsdiffx.NAME: "bsdiffx",
                  windowed.NAME: "hdiffw"}
 _OP_KEYS = (
@@ -505,6 +514,14 @@ def _nearest(rows: list[tuple[int, str]], size: int, max_ratio: float) -> str | 
     return None if best is None else best[1]
 
 
+def _run_all(calls: list[Callable[[], T]], *, threads: int) -> list[T]:
+    """Every call's result, in order; on ``threads`` threads at once when more than one."""
+    if threads <= 1 or len(calls) <= 1:
+        return [call() for call in calls]
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="mist-encode") as pool:
+        return list(pool.map(lambda call: call(), calls))
+
+
 def diff_with_check(
     *,
     basis: FileRecord,
@@ -525,23 +542,37 @@ def diff_with_check(
         new_bytes = new_file.read_bytes()
         if sha256_bytes(new_bytes) != target.sha256:
             raise IntegrityError(f"{target.path}: new file does not match the new manifest")
-        # One uncompressed diff, compressed for hdiff and for hdiff-lzma: the latter at the top level
-        # only (like hdiff's LZMA) and not where hdiff hardly compressed the diff (fresh random bytes,
-        # where one LZMA stream only adds its 1.4% overhead).
+        # One uncompressed diff, compressed for hdiff and for hdiff-lzma.
         raw = hdiff.uncompressed_diff(old_bytes, new_bytes, match_cache=True)
-        hdiff_patch = hdiff.compress_diff(raw, new_size=target.size, level=level)
+        executable = hdiffx.looks_executable(new_bytes)
+        # A large diff's compressions (hdiff's zstd, lzma2 and lzma, zstd-patch) run at once on two threads
+        # (each releases the GIL): one big changed file is otherwise the whole build's critical path while
+        # the other core idles. Up to PARALLEL_MAX_BYTES, so two lzma encoders stay small.
+        parallel = PARALLEL_MIN_BYTES <= len(raw) <= PARALLEL_MAX_BYTES
+        hdiff_calls = hdiff.compressions(raw, new_size=target.size, level=level)
+        with_zpatch = max(basis.size, target.size) <= zpatch_max_bytes
+        zpatch_calls = [lambda: zpatch.diff_bytes(old_bytes, new_bytes, level=level)] if with_zpatch else []
+        results = _run_all([*hdiff_calls, *zpatch_calls], threads=2 if parallel else 1)
+        hdiff_patch = hdiff.smallest(results[: len(hdiff_calls)])
         candidates = [(hdiff.NAME, hdiff_patch)]
-        if level >= 19 and len(hdiff_patch) < 0.9 * len(raw) and len(raw) <= hdiffx.decoded_limit(target.size):
+        # hdiff-lzma is tried at the top level, not where hdiff hardly compressed the diff (fresh random
+        # bytes, where one LZMA stream only adds its 1.4% overhead), and on executables or files up to
+        # HDIFFX_ANY_BYTES: it wins on native code (its BCJ and literal context); on a big pack of data it
+        # lost every time measured (gen-40M: 1.6% behind hdiff) and costs another LZMA pass.
+        if (level >= 19 and len(hdiff_patch) < 0.9 * len(raw) and len(raw) <= hdiffx.decoded_limit(target.size)
+                and (executable or target.size <= HDIFFX_ANY_BYTES)):
             x86 = hdiffx.looks_x86(new_bytes)
             candidates.append((hdiffx.NAME, hdiffx.encode(raw, new_size=target.size, x86=x86)))
         del raw
-        if max(basis.size, target.size) <= zpatch_max_bytes:
-            candidates.append((zpatch.NAME, zpatch.diff_bytes(old_bytes, new_bytes, level=level)))
+        if with_zpatch:
+            zblob = results[-1]
+            assert zblob is not None
+            candidates.append((zpatch.NAME, zblob))
         # bsdiff is made for executables (approximate matches over code whose addresses moved): tried on
         # those, where it is cheap (small files) or likely to win (a patch under 1/16 of the file so far).
         largest = max(basis.size, target.size)
         best_so_far = min(len(c[1]) for c in candidates)
-        if level >= 19 and basis.size > 0 and hdiffx.looks_executable(new_bytes) and (
+        if level >= 19 and basis.size > 0 and executable and (
             largest <= BSDIFF_ALWAYS_BYTES
             or (largest <= bsdiffx.MAX_FILE_BYTES and best_so_far * BSDIFF_NEAR <= target.size)
         ):
@@ -551,7 +582,7 @@ def diff_with_check(
                 pass  # over the engine's limits for this pair (a control block larger than it accepts)
         del old_bytes, new_bytes
         engine, patch = min(candidates, key=lambda c: len(c[1]))  # a tie goes to the earlier engine
-        del candidates, hdiff_patch
+        del candidates, hdiff_patch, results
         out = out_stem.with_name(f"{out_stem.name}.{_PATCH_SUFFIX[engine]}")
         with atomic_write(out) as f:
             f.write(patch)

@@ -1,10 +1,12 @@
 """The ``hdiff`` engine: one HDiffPatch compressed diff (``HDIFF13&zstd``) per file, in memory.
 
 Blob format: what ``hdiffpatch.diff(old, new, compression=ZStdConfig(level))`` returns, or the same
-diff recompressed with lzma2 or lzma when that is smaller (``hdiffpatch.recompress``: lzma2 measured
-5% smaller on real native-library updates; trying lzma as well, on patches of any size, takes
-another 0.3% off the pygame-ce update's 178 changed files); ``hdiffpatch.apply`` reads the
-compressor from the header. The builder makes the uncompressed diff once (``uncompressed_diff``)
+diff recompressed with lzma2 when that is smaller (``hdiffpatch.recompress``: lzma2 measured
+5% smaller on real native-library updates); ``hdiffpatch.apply`` reads the compressor from the header,
+so blobs recompressed with lzma (LZMA1) by earlier builders still apply. LZMA1 is no longer tried: it
+only saves LZMA2's chunk headers (6 bytes per 64 KB of output: 9-40 bytes on each of pygame-ce's
+native libraries, 0.02% of their hdiff patches; LZMA2 wins outright on fresh data, which it stores
+raw) and cost a third of the compression time. The builder makes the uncompressed diff once (``uncompressed_diff``)
 and compresses it here (``compress_diff``: the same bytes as a zstd ``diff``, in the same time)
 and for the ``hdiff-lzma`` engine (``engines/hdiffx.py``).
 Its header starts ``HDIFF13&<compressor>\\0`` followed by the new and old sizes as HDiffPatch
@@ -22,7 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import hdiffpatch
@@ -75,30 +77,45 @@ def uncompressed_diff(old: bytes, new: bytes, *, match_cache: bool = False) -> b
     return hdiffpatch.diff(old, new, compression=None, validate=False, big_cache_match=match_cache)
 
 
+def compressions(raw_diff: bytes, *, new_size: int, level: int = 19) -> list[Callable[[], bytes | None]]:
+    """The ways ``compress_diff`` compresses a diff, each a call returning an hdiff patch (None where that
+    compressor refuses the diff): zstd, and at level 19 and up lzma2. Independent of each other (the
+    delta builder may run them at once: hdiffpatch releases the GIL); the smallest result is the patch."""
+
+    def zstd() -> bytes:
+        return hdiffpatch.recompress(raw_diff, hdiffpatch.ZStdConfig(level=level))
+
+    # The lzma window only needs to cover the patch stream, never more than 64 MiB.
+    window = max(16, min(26, (new_size - 1).bit_length()))
+
+    def lzma2() -> bytes | None:
+        try:
+            return hdiffpatch.recompress(raw_diff, hdiffpatch.Lzma2Config(level=9, window=window))
+        except (hdiffpatch.HDiffPatchError, ValueError, MemoryError):
+            return None
+
+    return [zstd, lzma2] if level >= 19 else [zstd]
+
+
+def smallest(patches: Iterable[bytes | None]) -> bytes:
+    """The first of the smallest patches (zstd first, so a tie keeps zstd)."""
+    found = [p for p in patches if p is not None]
+    if not found:
+        raise PatchError("no compressor accepted the diff")
+    return min(found, key=len)
+
+
 def compress_diff(raw_diff: bytes, *, new_size: int, level: int = 19) -> bytes:
-    """An hdiff patch from an uncompressed diff: zstd, or lzma2 or lzma where that is smaller.
+    """An hdiff patch from an uncompressed diff: zstd, or lzma2 where that is smaller.
 
     Byte for byte what ``hdiffpatch.diff(old, new, compression=ZStdConfig(level))`` returns, for
     the same time (the diff is made once, compressing it is a small part of the work).
     """
-    patch = hdiffpatch.recompress(raw_diff, hdiffpatch.ZStdConfig(level=level))
-    if level >= 19:
-        # The lzma window only needs to cover the patch stream, never more than 64 MiB.
-        window = max(16, min(26, (new_size - 1).bit_length()))
-        best = patch
-        for config in (hdiffpatch.Lzma2Config(level=9, window=window), hdiffpatch.LzmaConfig(level=9, window=window)):
-            try:
-                smaller = hdiffpatch.recompress(raw_diff, config)
-            except (hdiffpatch.HDiffPatchError, ValueError, MemoryError):
-                continue
-            if len(smaller) < len(best):
-                best = smaller
-        patch = best
-    return patch
+    return smallest(call() for call in compressions(raw_diff, new_size=new_size, level=level))
 
 
 def diff_bytes(old: bytes, new: bytes, *, level: int = 19) -> bytes:
-    """An HDIFF13 patch turning ``old`` into ``new``: zstd, or lzma2 or lzma where that is smaller."""
+    """An HDIFF13 patch turning ``old`` into ``new``: zstd, or lzma2 where that is smaller."""
     return compress_diff(uncompressed_diff(old, new), new_size=len(new), level=level)
 
 

@@ -22,7 +22,7 @@ from mistcore.delta import (
     unpack_bundle,
 )
 from mistcore.errors import ArchiveError, IntegrityError, ManifestError
-from mistcore.fsutil import clone_tree
+from mistcore.fsutil import clone_tree, sha256_bytes
 from mistcore.manifest import scan_directory
 from mistcore.tests.helpers import mutate, snapshot, structured_bytes, write_tree
 from mistcore.zstdio import compress_bytes
@@ -316,3 +316,74 @@ def test_a_guessed_basis_is_diffed_only_when_it_is_related(work: Path, monkeypat
     assert (ops["data/level09.pak"].op, ops["data/level09.pak"].engine) == ("add", "zstd")
     assert diffed == ["data/level12.pak"]  # the unrelated guess was never diffed
     assert_delta_applies(work, "delta", "v1", "v2")
+
+
+def _diff_one(work: Path, old: bytes, new: bytes, name: str) -> tuple[str, bytes]:
+    from mistcore import delta as mdelta
+    from mistcore.manifest import FileRecord
+
+    (work / f"{name}.old").write_bytes(old)
+    (work / f"{name}.new").write_bytes(new)
+    engine, out = mdelta.diff_with_check(
+        basis=FileRecord(path=name, size=len(old), sha256=sha256_bytes(old), executable=False),
+        old_file=work / f"{name}.old",
+        target=FileRecord(path=name, size=len(new), sha256=sha256_bytes(new), executable=False),
+        new_file=work / f"{name}.new", out_stem=work / f"{name}.patch", hdiff_max_bytes=512 << 20,
+        zpatch_max_bytes=4 << 20, window=64 << 20, level=19)
+    return engine, out.read_bytes()
+
+
+def test_a_large_diff_is_compressed_on_two_threads_to_the_same_patch(
+    work: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One big changed file's compressions run at once; the patch chosen is byte for byte the serial one's."""
+    from mistcore import delta as mdelta
+
+    rng = random.Random(5)
+    old = structured_bytes(rng, 2_000_000)
+    new = old[:500_000] + structured_bytes(rng, 1_500_000) + old[500_000:]  # a diff over PARALLEL_MIN_BYTES
+    seen: list[int] = []
+    real = mdelta._run_all
+
+    def spy(calls: Any, *, threads: int) -> Any:
+        seen.append(threads)
+        return real(calls, threads=threads)
+
+    monkeypatch.setattr(mdelta, "_run_all", spy)
+    parallel = _diff_one(work, old, new, "a")
+    monkeypatch.setattr(mdelta, "PARALLEL_MIN_BYTES", 1 << 40)
+    serial = _diff_one(work, old, new, "b")
+    assert seen == [2, 1]
+    assert parallel == serial and parallel[0] in ("hdiff", "zstd-patch")
+
+
+def test_hdiff_lzma_is_tried_on_executables_and_small_files_only(
+    work: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """hdiff-lzma (an extra LZMA pass over the diff) wins on native code; on a big data file it only costs."""
+    from mistcore.engines import hdiffx
+
+    tried: list[int] = []
+    real = hdiffx.encode
+
+    def spy(raw: bytes, **kw: Any) -> bytes:
+        tried.append(kw["new_size"])
+        return real(raw, **kw)
+
+    monkeypatch.setattr(hdiffx, "encode", spy)
+    rng = random.Random(6)
+    big = structured_bytes(rng, 1_300_000)
+    small = structured_bytes(rng, 200_000)
+    elf = b"\x7fELF\x02\x01\x01" + bytes(9) + b"\x03\x00\x3e\x00" + big[20:]  # an x86-64 shared object
+
+    def nudged(data: bytes) -> bytes:  # a byte changed every ~1 KB: a diff that compresses well
+        buf = bytearray(data)
+        for at in range(100, len(buf), 1021):
+            buf[at] ^= 0x5A
+        return bytes(buf)
+
+    _diff_one(work, big, nudged(big), "data")
+    assert tried == []
+    _diff_one(work, small, nudged(small), "small")
+    _diff_one(work, elf, nudged(elf), "lib")
+    assert len(tried) == 2 and tried[0] < 300_000 < 1_000_000 < tried[1]

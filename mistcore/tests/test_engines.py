@@ -62,6 +62,25 @@ def test_hdiff_fast_matching_gives_the_same_diff(pair: tuple[Path, Path, bytes])
     assert hdiffpatch.apply(old, plain) == new
 
 
+def test_hdiff_blobs_of_every_compressor_apply(work: Path, pair: tuple[Path, Path, bytes]) -> None:
+    """Builders before this one also tried lzma (LZMA1) for hdiff blobs; patchers must keep applying those,
+    and the builder's own choices (zstd, lzma2) as well."""
+    import hdiffpatch
+
+    old, new, data = pair
+    raw = hdiff.uncompressed_diff(old.read_bytes(), data)
+    made = [blob for call in hdiff.compressions(raw, new_size=len(data), level=19) if (blob := call()) is not None]
+    assert len(made) == 2 and made[0].startswith(b"HDIFF13&zstd\0") and made[1].startswith(b"HDIFF13&lzma2\0")
+    assert hdiff.compress_diff(raw, new_size=len(data), level=19) == min(made, key=len)
+    legacy = hdiffpatch.recompress(raw, hdiffpatch.LzmaConfig(level=9, window=20))
+    assert legacy.startswith(b"HDIFF13&lzma\0")
+    for i, blob in enumerate([*made, legacy]):
+        (work / f"p{i}").write_bytes(blob)
+        hdiff.apply_file(old=old, patch=work / f"p{i}", out=work / f"out{i}", expected_size=len(data),
+                         expected_sha256=_sha(data), old_sha256=_sha(old.read_bytes()), patch_sha256=_sha(blob))
+        assert (work / f"out{i}").read_bytes() == data
+
+
 def test_hdiff_wrong_basis_is_caught_and_nothing_written(
     work: Path, pair: tuple[Path, Path, bytes], rng: random.Random
 ) -> None:
