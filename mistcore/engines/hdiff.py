@@ -85,8 +85,9 @@ def compressions(raw_diff: bytes, *, new_size: int, level: int = 19) -> list[Cal
     def zstd() -> bytes:
         return hdiffpatch.recompress(raw_diff, hdiffpatch.ZStdConfig(level=level))
 
-    # The lzma window only needs to cover the patch stream, never more than 64 MiB.
-    window = max(16, min(26, (new_size - 1).bit_length()))
+    # The lzma window only needs to cover the patch stream (no longer than the diff, nor than the new file),
+    # never more than 64 MiB: the encoder's memory (~11 bytes per byte of window) follows the diff, not the file.
+    window = max(16, min(26, (min(new_size, len(raw_diff)) - 1).bit_length()))
 
     def lzma2() -> bytes | None:
         try:
