@@ -87,6 +87,7 @@ def test_every_page_works_under_the_policy(live_server: Any, steam: SteamFake, a
 
         driver.delete_all_cookies()
         log_in(driver, base, "admin", password_of(admin_user))
+        wait_for(driver, ".game-grid")  # signed in (the library): leaving before the login's answer loses its cookie
         for name, path, ready in [
             ("admin index", "/admin/", "#content"),
             ("admin dashboard", "/admin/dashboard/", "#content"),
