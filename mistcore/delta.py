@@ -557,9 +557,9 @@ def diff_with_check(
         # One uncompressed diff, compressed for hdiff and for hdiff-lzma.
         raw = hdiff.uncompressed_diff(old_bytes, new_bytes, match_cache=True)
         executable = hdiffx.looks_executable(new_bytes)
-        # A large diff's compressions (hdiff's zstd, lzma2 and lzma, zstd-patch) run at once on two threads
-        # (each releases the GIL): one big changed file is otherwise the whole build's critical path while
-        # the other core idles. Up to PARALLEL_MAX_BYTES, so two lzma encoders stay small.
+        # A large diff's compressions (hdiff's zstd and lzma2, zstd-patch) run at once on two threads (each
+        # releases the GIL): one big changed file is otherwise the whole build's critical path while the
+        # other core idles. Up to PARALLEL_MAX_BYTES, so two lzma2 encoders stay small.
         parallel = PARALLEL_MIN_BYTES <= len(raw) <= PARALLEL_MAX_BYTES
         hdiff_calls = hdiff.compressions(raw, new_size=target.size, level=level)
         with_zpatch = max(basis.size, target.size) <= zpatch_max_bytes
