@@ -61,7 +61,8 @@ name elsewhere, same name with other digits, same extension and a near size) is 
 guess only when a fast zstd patch (``zpatch.basis_ratio``, level 3, a few ms per MB) is under
 ``GUESSED_BASIS_MAX_RATIO`` of the file compressed alone: a renamed original measures ~0.001, another
 level or track of the same size ~1.0, and diffing that with every engine cost the most of a backward
-jump's time (gen-40M 5.0 -> 1.0: 3.7 of about 6.7 CPU seconds, for patches 0.1% smaller than the file).
+jump's time (gen-40M 5.0 -> 1.0: 12 look-alikes, about 4 of ~7 CPU seconds, for patches 0.1% smaller
+than the file).
 When one file's uncompressed diff is 1-16 MiB, its compressions (hdiff's zstd and LZMA2, zstd-patch)
 run on two threads at once: a big changed pack is otherwise the build's critical path while the
 other core idles (a 10 MB pack with 2.4 MB of new data, with hdiff-lzma and LZMA1 no longer tried: 2.6 -> 1.6 s,
