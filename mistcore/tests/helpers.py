@@ -7,12 +7,15 @@ import os
 import random
 import stat
 import struct
+from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
 
 from mistcore import delta as mdelta
+from mistcore.errors import IntegrityError, PatchError
 from mistcore.fsutil import clone_tree
 from mistcore.manifest import scan_directory
 
@@ -175,3 +178,35 @@ def assert_delta_applies(work: Path, delta: str, start: str, target: str) -> Non
     written = mdelta.apply_delta_to_stage(delta=manifest, delta_dir=unpacked, source_root=install, stage_dir=stage)
     mdelta.commit_stage(install_root=install, stage_dir=stage, written=written, removed=manifest.removed)
     assert snapshot(install) == snapshot(work / target)
+
+
+# Engine tests: every engine module has the same apply_file (see mistcore.engines).
+
+
+def sha_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def only_files(folder: Path, *names: str) -> None:
+    """``folder`` holds exactly these names: nothing half-written was left behind."""
+    assert sorted(p.name for p in folder.iterdir()) == sorted(names)
+
+
+def apply_engine(engine: ModuleType, work: Path, old: Path | None, patch: Path, data: bytes, **kw: Any) -> None:
+    """``engine.apply_file`` of ``patch`` on ``old`` into ``work/out``, expecting exactly ``data``."""
+    engine.apply_file(old=old, patch=patch, out=work / "out", expected_size=len(data), expected_sha256=sha_hex(data),
+                      **kw)
+
+
+def assert_bit_flips_refused(work: Path, patch: bytes, apply: Callable[[Path], object], *, trials: int) -> None:
+    """``trials`` copies of ``patch`` with 1-4 bits flipped, each written to ``work/bad`` and given to ``apply``:
+    every one is refused (IntegrityError or PatchError) and ``work/out`` never appears."""
+    rng = random.Random(5)
+    for trial in range(trials):
+        bad = bytearray(patch)
+        for _ in range(rng.randint(1, 4)):
+            bad[rng.randrange(len(bad))] ^= 1 << rng.randrange(8)
+        (work / "bad").write_bytes(bytes(bad))
+        with pytest.raises((IntegrityError, PatchError)):
+            apply(work / "bad")
+        assert not (work / "out").exists(), trial

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import random
 import shutil
 import subprocess
@@ -20,17 +19,17 @@ from mistcore.engines import DIRECT_ENGINES, ENGINES, bsdiffx, hdiff, hdiffx, zp
 from mistcore.errors import BasisMismatch, IntegrityError, PatchError
 from mistcore.tests.helpers import (
     ELF_X86_64,
+    apply_engine,
+    assert_bit_flips_refused,
     assert_delta_applies,
     mutate,
+    only_files,
     relinked_library,
+    sha_hex,
     structured_bytes,
     write_tree,
 )
 from mistcore.tests.helpers import delta_between as _delta
-
-
-def _sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 @pytest.fixture
@@ -41,14 +40,6 @@ def pair(work: Path) -> tuple[Path, Path, bytes]:
     return work / "old", work / "new", new
 
 
-def _apply(work: Path, old: Path | None, patch: Path, data: bytes, **kw: Any) -> None:
-    bsdiffx.apply_file(
-        old=old, patch=patch, out=work / "out", expected_size=len(data), expected_sha256=_sha(data), **kw
-    )
-
-
-def _only(work: Path, *names: str) -> None:
-    assert sorted(p.name for p in work.iterdir()) == sorted(names)
 
 
 def test_round_trip_and_smaller_than_the_other_engines_on_a_relinked_library(
@@ -59,7 +50,7 @@ def test_round_trip_and_smaller_than_the_other_engines_on_a_relinked_library(
     patch = (work / "p").read_bytes()
     assert size == len(patch) and patch.startswith(bsdiffx.MAGIC)
     assert bsdiffx.read_header(patch) == (len(data), old.stat().st_size)
-    _apply(work, old, work / "p", data, old_sha256=_sha(old.read_bytes()), patch_sha256=_sha(patch))
+    apply_engine(bsdiffx, work, old, work / "p", data, old_sha256=sha_hex(old.read_bytes()), patch_sha256=sha_hex(patch))
     assert (work / "out").read_bytes() == data
     old_bytes = old.read_bytes()
     assert bsdiffx.apply_bytes(old_bytes, patch, expected_size=len(data)) == data
@@ -85,7 +76,7 @@ def test_empty_and_tiny_files(work: Path, old: bytes, new: bytes) -> None:
     (work / "old").write_bytes(old)
     (work / "new").write_bytes(new)
     bsdiffx.diff_file(old=work / "old", new=work / "new", out=work / "p")
-    _apply(work, work / "old", work / "p", new)
+    apply_engine(bsdiffx, work, work / "old", work / "p", new)
     assert (work / "out").read_bytes() == new
 
 
@@ -96,44 +87,36 @@ def test_wrong_basis_is_caught_and_nothing_written(work: Path, pair: tuple[Path,
     other[1000:1010] = b"0123456789"  # same size, different bytes: bsdiff alone would not notice
     (work / "other").write_bytes(bytes(other))
     with pytest.raises(BasisMismatch, match="basis"):
-        _apply(work, work / "other", work / "p", data, old_sha256=_sha(old.read_bytes()))
+        apply_engine(bsdiffx, work, work / "other", work / "p", data, old_sha256=sha_hex(old.read_bytes()))
     with pytest.raises(IntegrityError, match="SHA-256"):
-        _apply(work, work / "other", work / "p", data)
+        apply_engine(bsdiffx, work, work / "other", work / "p", data)
     (work / "short").write_bytes(old.read_bytes()[:-1])
     with pytest.raises(BasisMismatch, match="byte basis"):
-        _apply(work, work / "short", work / "p", data)
+        apply_engine(bsdiffx, work, work / "short", work / "p", data)
     with pytest.raises(PatchError, match="old file"):
-        _apply(work, None, work / "p", data)
-    _only(work, "new", "old", "other", "p", "short")
+        apply_engine(bsdiffx, work, None, work / "p", data)
+    only_files(work, "new", "old", "other", "p", "short")
 
 
 def test_corrupt_or_truncated_blob_never_writes_wrong_bytes(work: Path, pair: tuple[Path, Path, bytes]) -> None:
     old, new, data = pair
     bsdiffx.diff_file(old=old, new=new, out=work / "p")
     patch = (work / "p").read_bytes()
-    rng = random.Random(5)
-    for trial in range(80):
-        bad = bytearray(patch)
-        for _ in range(rng.randint(1, 4)):
-            bad[rng.randrange(len(bad))] ^= 1 << rng.randrange(8)
-        (work / "bad").write_bytes(bytes(bad))
-        with pytest.raises((IntegrityError, PatchError)):
-            _apply(work, old, work / "bad", data)
-        assert not (work / "out").exists(), trial
+    assert_bit_flips_refused(work, patch, lambda bad: apply_engine(bsdiffx, work, old, bad, data), trials=80)
     for cut in (len(patch) - 1, len(patch) // 2, 20, 5, 2, 0):
         (work / "bad").write_bytes(patch[:cut])
         with pytest.raises(PatchError, match="truncated|not a bsdiff-lzma blob"):
-            _apply(work, old, work / "bad", data)
+            apply_engine(bsdiffx, work, old, work / "bad", data)
     (work / "bad").write_bytes(patch + b"\0")
     with pytest.raises(PatchError, match="trailing"):
-        _apply(work, old, work / "bad", data)
+        apply_engine(bsdiffx, work, old, work / "bad", data)
     with pytest.raises(IntegrityError, match="corrupt"):
-        _apply(work, old, work / "p", data, patch_sha256=_sha(b"another patch"))
+        apply_engine(bsdiffx, work, old, work / "p", data, patch_sha256=sha_hex(b"another patch"))
     (work / "bad").write_bytes(b"garbage that is no blob")
     with pytest.raises(PatchError, match="bsdiff-lzma"):
-        _apply(work, old, work / "bad", data)
+        apply_engine(bsdiffx, work, old, work / "bad", data)
     with pytest.raises(PatchError, match="declares"):
-        _apply(work, old, work / "p", data + b"!")
+        apply_engine(bsdiffx, work, old, work / "p", data + b"!")
     assert not (work / "out").exists()
 
 

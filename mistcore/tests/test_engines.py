@@ -14,12 +14,16 @@ import pytest
 
 from mistcore.engines import ENGINES, full, hdiff, windowed
 from mistcore.errors import IntegrityError, PatchError
-from mistcore.tests.helpers import mutate, structured_bytes, write_big
+from mistcore.tests.helpers import (
+    apply_engine,
+    assert_bit_flips_refused,
+    mutate,
+    only_files,
+    sha_hex,
+    structured_bytes,
+    write_big,
+)
 from mistcore.zstdio import compress_bytes
-
-
-def _sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 @pytest.fixture
@@ -29,10 +33,6 @@ def pair(work: Path, rng: random.Random) -> tuple[Path, Path, bytes]:
     (work / "old").write_bytes(old)
     (work / "new").write_bytes(new)
     return work / "old", work / "new", new
-
-
-def _only(work: Path, *names: str) -> None:
-    assert sorted(p.name for p in work.iterdir()) == sorted(names)
 
 
 def test_hdiff_round_trip(work: Path, pair: tuple[Path, Path, bytes]) -> None:
@@ -45,9 +45,9 @@ def test_hdiff_round_trip(work: Path, pair: tuple[Path, Path, bytes]) -> None:
         patch=work / "p",
         out=work / "out",
         expected_size=len(data),
-        expected_sha256=_sha(data),
-        old_sha256=_sha(old.read_bytes()),
-        patch_sha256=_sha((work / "p").read_bytes()),
+        expected_sha256=sha_hex(data),
+        old_sha256=sha_hex(old.read_bytes()),
+        patch_sha256=sha_hex((work / "p").read_bytes()),
     )
     assert (work / "out").read_bytes() == data
 
@@ -77,7 +77,7 @@ def test_hdiff_blobs_of_every_compressor_apply(work: Path, pair: tuple[Path, Pat
     for i, blob in enumerate([*made, legacy]):
         (work / f"p{i}").write_bytes(blob)
         hdiff.apply_file(old=old, patch=work / f"p{i}", out=work / f"out{i}", expected_size=len(data),
-                         expected_sha256=_sha(data), old_sha256=_sha(old.read_bytes()), patch_sha256=_sha(blob))
+                         expected_sha256=sha_hex(data), old_sha256=sha_hex(old.read_bytes()), patch_sha256=sha_hex(blob))
         assert (work / f"out{i}").read_bytes() == data
 
 
@@ -95,51 +95,41 @@ def test_hdiff_wrong_basis_is_caught_and_nothing_written(
             patch=work / "p",
             out=work / "out",
             expected_size=len(data),
-            expected_sha256=_sha(data),
-            old_sha256=_sha(old.read_bytes()),
+            expected_sha256=sha_hex(data),
+            old_sha256=sha_hex(old.read_bytes()),
         )
     with pytest.raises(IntegrityError, match="SHA-256"):
         hdiff.apply_file(
-            old=work / "other", patch=work / "p", out=work / "out", expected_size=len(data), expected_sha256=_sha(data)
+            old=work / "other", patch=work / "p", out=work / "out", expected_size=len(data), expected_sha256=sha_hex(data)
         )
     (work / "short").write_bytes(old.read_bytes()[:-1])
     with pytest.raises(IntegrityError, match="basis"):
         hdiff.apply_file(
-            old=work / "short", patch=work / "p", out=work / "out", expected_size=len(data), expected_sha256=_sha(data)
+            old=work / "short", patch=work / "p", out=work / "out", expected_size=len(data), expected_sha256=sha_hex(data)
         )
-    _only(work, "old", "new", "p", "other", "short")
+    only_files(work, "old", "new", "p", "other", "short")
 
 
 def test_hdiff_corrupt_patch_never_writes_wrong_bytes(work: Path, pair: tuple[Path, Path, bytes]) -> None:
     old, new, data = pair
     hdiff.diff_file(old=old, new=new, out=work / "p")
     patch = (work / "p").read_bytes()
-    rng = random.Random(5)
-    for trial in range(40):
-        bad = bytearray(patch)
-        for _ in range(rng.randint(1, 4)):
-            bad[rng.randrange(len(bad))] ^= 1 << rng.randrange(8)
-        (work / "bad").write_bytes(bytes(bad))
-        with pytest.raises((IntegrityError, PatchError)):
-            hdiff.apply_file(
-                old=old, patch=work / "bad", out=work / "out", expected_size=len(data), expected_sha256=_sha(data)
-            )
-        assert not (work / "out").exists(), trial
+    assert_bit_flips_refused(work, patch, lambda bad: apply_engine(hdiff, work, old, bad, data), trials=40)
     (work / "bad").write_bytes(patch[: len(patch) // 2])
     with pytest.raises((IntegrityError, PatchError)):
         hdiff.apply_file(
-            old=old, patch=work / "bad", out=work / "out", expected_size=len(data), expected_sha256=_sha(data)
+            old=old, patch=work / "bad", out=work / "out", expected_size=len(data), expected_sha256=sha_hex(data)
         )
     with pytest.raises(PatchError, match="declares"):
         hdiff.apply_file(
-            old=old, patch=work / "p", out=work / "out", expected_size=len(data) + 1, expected_sha256=_sha(data)
+            old=old, patch=work / "p", out=work / "out", expected_size=len(data) + 1, expected_sha256=sha_hex(data)
         )
     with pytest.raises(PatchError, match="limit"):
-        hdiff.apply_file(old=old, patch=work / "p", out=work / "out", expected_size=1 << 40, expected_sha256=_sha(data))
+        hdiff.apply_file(old=old, patch=work / "p", out=work / "out", expected_size=1 << 40, expected_sha256=sha_hex(data))
     (work / "bad").write_bytes(b"garbage")
     with pytest.raises(PatchError, match="HDIFF13"):
         hdiff.apply_file(
-            old=old, patch=work / "bad", out=work / "out", expected_size=len(data), expected_sha256=_sha(data)
+            old=old, patch=work / "bad", out=work / "out", expected_size=len(data), expected_sha256=sha_hex(data)
         )
     assert not (work / "out").exists()
 
@@ -151,7 +141,7 @@ def test_hdiff_empty_files(work: Path) -> None:
         hdiff.diff_file(old=work / a, new=work / b, out=work / "p")
         data = (work / b).read_bytes()
         hdiff.apply_file(
-            old=work / a, patch=work / "p", out=work / "o", expected_size=len(data), expected_sha256=_sha(data)
+            old=work / a, patch=work / "p", out=work / "o", expected_size=len(data), expected_sha256=sha_hex(data)
         )
         assert (work / "o").read_bytes() == data
 
@@ -160,7 +150,7 @@ def test_zstd_engine(work: Path, pair: tuple[Path, Path, bytes]) -> None:
     _, new, data = pair
     full.diff_file(old=None, new=new, out=work / "blob", level=3)
     ENGINES["zstd"].apply_file(
-        old=None, patch=work / "blob", out=work / "o", expected_size=len(data), expected_sha256=_sha(data)
+        old=None, patch=work / "blob", out=work / "o", expected_size=len(data), expected_sha256=sha_hex(data)
     )
     assert (work / "o").read_bytes() == data
     with pytest.raises(IntegrityError):
@@ -188,9 +178,9 @@ def test_windowed_round_trip_with_shifts(work: Path, pair: tuple[Path, Path, byt
         patch=work / "w",
         out=work / "o",
         expected_size=len(data),
-        expected_sha256=_sha(data),
-        old_sha256=_sha(old.read_bytes()),
-        patch_sha256=_sha((work / "w").read_bytes()),
+        expected_sha256=sha_hex(data),
+        old_sha256=sha_hex(old.read_bytes()),
+        patch_sha256=sha_hex((work / "w").read_bytes()),
     )
     assert (work / "o").read_bytes() == data
 
@@ -208,7 +198,7 @@ def test_windowed_vs_plain_hdiff_size(work: Path) -> None:
     assert same_offset > aligned * 5
     for patch in ("w0", "w1"):
         windowed.apply_file(
-            old=work / "old", patch=work / patch, out=work / "o", expected_size=len(new), expected_sha256=_sha(new)
+            old=work / "old", patch=work / patch, out=work / "o", expected_size=len(new), expected_sha256=sha_hex(new)
         )
         assert (work / "o").read_bytes() == new
 
@@ -234,7 +224,7 @@ def test_windowed_copy_windows_skip_hdiff(work: Path, rng: random.Random) -> Non
     assert kinds[:5] == ["copy"] * 5
     assert size < 3072 + 4 * 4096, size
     windowed.apply_file(
-        old=work / "old", patch=work / "w", out=work / "o", expected_size=len(new), expected_sha256=_sha(new)
+        old=work / "old", patch=work / "w", out=work / "o", expected_size=len(new), expected_sha256=sha_hex(new)
     )
     assert (work / "o").read_bytes() == new
     # A copy record pointing elsewhere in the basis gives other bytes: caught by the SHA-256, nothing written.
@@ -243,7 +233,7 @@ def test_windowed_copy_windows_skip_hdiff(work: Path, rng: random.Random) -> Non
     (work / "bad").write_bytes(bytes(first))
     with pytest.raises(IntegrityError):
         windowed.apply_file(
-            old=work / "old", patch=work / "bad", out=work / "o2", expected_size=len(new), expected_sha256=_sha(new)
+            old=work / "old", patch=work / "bad", out=work / "o2", expected_size=len(new), expected_sha256=sha_hex(new)
         )
     assert not (work / "o2").exists()
     # A copy record whose lengths disagree is refused as a malformed patch.
@@ -251,7 +241,7 @@ def test_windowed_copy_windows_skip_hdiff(work: Path, rng: random.Random) -> Non
     (work / "bad").write_bytes(bytes(first))
     with pytest.raises(PatchError, match="copy window"):
         windowed.apply_file(
-            old=work / "old", patch=work / "bad", out=work / "o2", expected_size=len(new), expected_sha256=_sha(new)
+            old=work / "old", patch=work / "bad", out=work / "o2", expected_size=len(new), expected_sha256=sha_hex(new)
         )
 
 
@@ -267,7 +257,7 @@ def test_windowed_edge_sizes(work: Path, rng: random.Random) -> None:
         (work / "new").write_bytes(new)
         windowed.diff_file(old=work / "old", new=work / "new", out=work / "w", window=4096)
         windowed.apply_file(
-            old=work / "old", patch=work / "w", out=work / "o", expected_size=len(new), expected_sha256=_sha(new)
+            old=work / "old", patch=work / "w", out=work / "o", expected_size=len(new), expected_sha256=sha_hex(new)
         )
         assert (work / "o").read_bytes() == new, name
 
@@ -281,7 +271,7 @@ def test_windowed_wrong_basis_and_corruption(work: Path, pair: tuple[Path, Path,
     (work / "other").write_bytes(bytes(other))
     with pytest.raises(IntegrityError):
         windowed.apply_file(
-            old=work / "other", patch=work / "w", out=work / "o", expected_size=len(data), expected_sha256=_sha(data)
+            old=work / "other", patch=work / "w", out=work / "o", expected_size=len(data), expected_sha256=sha_hex(data)
         )
     with pytest.raises(IntegrityError, match="basis"):
         windowed.apply_file(
@@ -289,8 +279,8 @@ def test_windowed_wrong_basis_and_corruption(work: Path, pair: tuple[Path, Path,
             patch=work / "w",
             out=work / "o",
             expected_size=len(data),
-            expected_sha256=_sha(data),
-            old_sha256=_sha(old.read_bytes()),
+            expected_sha256=sha_hex(data),
+            old_sha256=sha_hex(old.read_bytes()),
         )
     bad_cases = {
         "magic": b"MISTWIN2" + patch[8:],
@@ -307,12 +297,12 @@ def test_windowed_wrong_basis_and_corruption(work: Path, pair: tuple[Path, Path,
         (work / "bad").write_bytes(bad)
         with pytest.raises((IntegrityError, PatchError)):
             windowed.apply_file(
-                old=old, patch=work / "bad", out=work / "o", expected_size=len(data), expected_sha256=_sha(data)
+                old=old, patch=work / "bad", out=work / "o", expected_size=len(data), expected_sha256=sha_hex(data)
             )
         assert not (work / "o").exists(), name
     with pytest.raises(PatchError, match="declares"):
         windowed.apply_file(
-            old=old, patch=work / "w", out=work / "o", expected_size=len(data) - 1, expected_sha256=_sha(data)
+            old=old, patch=work / "w", out=work / "o", expected_size=len(data) - 1, expected_sha256=sha_hex(data)
         )
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import lzma
 import random
 import struct
@@ -22,14 +21,20 @@ from mistcore.delta import (
 from mistcore.engines import DIRECT_ENGINES, ENGINES, hdiff, hdiffx, zpatch
 from mistcore.errors import IntegrityError, PatchError
 from mistcore.fsutil import clone_tree
-from mistcore.tests.helpers import assert_delta_applies, mutate, structured_bytes, write_tree
+from mistcore.tests.helpers import (
+    apply_engine,
+    assert_bit_flips_refused,
+    assert_delta_applies,
+    mutate,
+    only_files,
+    sha_hex,
+    structured_bytes,
+    write_tree,
+)
 from mistcore.tests.helpers import delta_between as _delta
 
 _ELF_X86_64 = b"\x7fELF\x02\x01" + bytes(12) + b"\x3e\x00"
 
-
-def _sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def _index(rng: random.Random, entries: int = 30_000) -> tuple[bytes, bytes]:
@@ -50,14 +55,6 @@ def pair(work: Path, rng: random.Random) -> tuple[Path, Path, bytes]:
     return work / "old", work / "new", new
 
 
-def _apply(work: Path, old: Path | None, patch: Path, data: bytes, **kw: Any) -> None:
-    hdiffx.apply_file(
-        old=old, patch=patch, out=work / "out", expected_size=len(data), expected_sha256=_sha(data), **kw
-    )
-
-
-def _only(work: Path, *names: str) -> None:
-    assert sorted(p.name for p in work.iterdir()) == sorted(names)
 
 
 def test_round_trip(work: Path, pair: tuple[Path, Path, bytes]) -> None:
@@ -66,7 +63,7 @@ def test_round_trip(work: Path, pair: tuple[Path, Path, bytes]) -> None:
     patch = (work / "p").read_bytes()
     assert size == len(patch) and patch.startswith(hdiffx.MAGIC)
     assert size < len(zstandard.ZstdCompressor(level=19).compress(data)) // 10
-    _apply(work, old, work / "p", data, old_sha256=_sha(old.read_bytes()), patch_sha256=_sha(patch))
+    apply_engine(hdiffx, work, old, work / "p", data, old_sha256=sha_hex(old.read_bytes()), patch_sha256=sha_hex(patch))
     assert (work / "out").read_bytes() == data
     assert hdiffx.apply_bytes(old.read_bytes(), patch, expected_size=len(data)) == data
     # The blob is the uncompressed diff HDiffPatch applies directly.
@@ -91,7 +88,7 @@ def test_empty_and_tiny_files(work: Path, old: bytes, new: bytes) -> None:
     (work / "old").write_bytes(old)
     (work / "new").write_bytes(new)
     hdiffx.diff_file(old=work / "old", new=work / "new", out=work / "p")
-    _apply(work, work / "old", work / "p", new)
+    apply_engine(hdiffx, work, work / "old", work / "p", new)
     assert (work / "out").read_bytes() == new
     assert hdiffx.apply_bytes(old, hdiffx.diff_bytes(old, new, level=3), expected_size=len(new)) == new
 
@@ -139,54 +136,46 @@ def test_wrong_basis_is_caught_and_nothing_written(work: Path, pair: tuple[Path,
     other[1000:1010] = b"0123456789"  # same size, different bytes: HDiffPatch alone would not notice
     (work / "other").write_bytes(bytes(other))
     with pytest.raises(IntegrityError, match="basis"):
-        _apply(work, work / "other", work / "p", data, old_sha256=_sha(old.read_bytes()))
+        apply_engine(hdiffx, work, work / "other", work / "p", data, old_sha256=sha_hex(old.read_bytes()))
     with pytest.raises(IntegrityError, match="SHA-256"):
-        _apply(work, work / "other", work / "p", data)
+        apply_engine(hdiffx, work, work / "other", work / "p", data)
     (work / "short").write_bytes(old.read_bytes()[:-1])
     with pytest.raises(IntegrityError, match="basis"):
-        _apply(work, work / "short", work / "p", data)
+        apply_engine(hdiffx, work, work / "short", work / "p", data)
     with pytest.raises(IntegrityError, match="basis"):
         hdiffx.apply_bytes(old.read_bytes()[:-1], (work / "p").read_bytes(), expected_size=len(data))
     with pytest.raises(PatchError, match="old file"):
-        _apply(work, None, work / "p", data)
-    _only(work, "new", "old", "other", "p", "short")
+        apply_engine(hdiffx, work, None, work / "p", data)
+    only_files(work, "new", "old", "other", "p", "short")
 
 
 def test_corrupt_or_truncated_blob_never_writes_wrong_bytes(work: Path, pair: tuple[Path, Path, bytes]) -> None:
     old, new, data = pair
     hdiffx.diff_file(old=old, new=new, out=work / "p")
     patch = (work / "p").read_bytes()
-    rng = random.Random(5)
-    for trial in range(60):
-        bad = bytearray(patch)
-        for _ in range(rng.randint(1, 4)):
-            bad[rng.randrange(len(bad))] ^= 1 << rng.randrange(8)
-        (work / "bad").write_bytes(bytes(bad))
-        with pytest.raises((IntegrityError, PatchError)):
-            _apply(work, old, work / "bad", data)
-        assert not (work / "out").exists(), trial
+    assert_bit_flips_refused(work, patch, lambda bad: apply_engine(hdiffx, work, old, bad, data), trials=60)
     for cut in (len(patch) - 1, len(patch) // 2, 10, hdiffx.HEADER_SIZE, 3, 0):
         (work / "bad").write_bytes(patch[:cut])
         with pytest.raises(PatchError, match="truncated|not an hdiff-lzma blob"):
-            _apply(work, old, work / "bad", data)
+            apply_engine(hdiffx, work, old, work / "bad", data)
     (work / "bad").write_bytes(patch + b"\0")
     with pytest.raises(PatchError, match="trailing"):
-        _apply(work, old, work / "bad", data)
+        apply_engine(hdiffx, work, old, work / "bad", data)
     with pytest.raises(IntegrityError, match="corrupt"):
-        _apply(work, old, work / "p", data, patch_sha256=_sha(b"another patch"))
+        apply_engine(hdiffx, work, old, work / "p", data, patch_sha256=sha_hex(b"another patch"))
     (work / "bad").write_bytes(b"garbage that is no blob")
     with pytest.raises(PatchError, match="hdiff-lzma"):
-        _apply(work, old, work / "bad", data)
+        apply_engine(hdiffx, work, old, work / "bad", data)
     # A sound blob for another output size, and a zstd hdiff patch where an uncompressed one belongs.
     with pytest.raises(PatchError, match="declares"):
-        _apply(work, old, work / "p", data + b"!")
+        apply_engine(hdiffx, work, old, work / "p", data + b"!")
     raw = hdiff.uncompressed_diff(old.read_bytes(), data)
     (work / "bad").write_bytes(hdiffx.compress(hdiff.compress_diff(raw, new_size=len(data))))
     with pytest.raises(PatchError, match="uncompressed HDIFF13"):
-        _apply(work, old, work / "bad", data)
+        apply_engine(hdiffx, work, old, work / "bad", data)
     (work / "bad").write_bytes(hdiffx.compress(b"not a diff at all"))
     with pytest.raises(PatchError, match="uncompressed HDIFF13"):
-        _apply(work, old, work / "bad", data)
+        apply_engine(hdiffx, work, old, work / "bad", data)
     assert not (work / "out").exists()
 
 
@@ -198,7 +187,7 @@ def test_a_bomb_is_refused_within_the_cap(work: Path) -> None:
     (work / "old").write_bytes(b"o" * 1000)
     (work / "bomb").write_bytes(bomb)
     with pytest.raises(PatchError, match="decodes to more than"):
-        _apply(work, work / "old", work / "bomb", content)
+        apply_engine(hdiffx, work, work / "old", work / "bomb", content)
     with pytest.raises(PatchError, match=f"more than {hdiffx.decoded_limit(10 << 20)} bytes"):
         hdiffx.decode(bomb, expected_size=10 << 20)
 
@@ -253,7 +242,7 @@ def test_unknown_parameters_are_refused_before_decoding(work: Path, monkeypatch:
     for name, blob in cases.items():
         (work / "bad").write_bytes(blob)
         with pytest.raises(PatchError, match="hdiff-lzma blob"):
-            _apply(work, work / "old", work / "bad", new)
+            apply_engine(hdiffx, work, work / "old", work / "bad", new)
         assert not (work / "out").exists(), name
     with pytest.raises(PatchError, match="limit"):
         hdiffx.apply_file(
@@ -263,7 +252,7 @@ def test_unknown_parameters_are_refused_before_decoding(work: Path, monkeypatch:
     with pytest.raises(PatchError, match="implausibly large"):
         hdiffx.apply_file(old=work / "old", patch=work / "big", out=work / "out", expected_size=10, expected_sha256="0" * 64)
     monkeypatch.undo()
-    _apply(work, work / "old", _write(work / "good", good), new)
+    apply_engine(hdiffx, work, work / "old", _write(work / "good", good), new)
     assert (work / "out").read_bytes() == new
 
 

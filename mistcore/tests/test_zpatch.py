@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import random
@@ -27,12 +26,16 @@ from mistcore.delta import (
 from mistcore.engines import DIRECT_ENGINES, ENGINES, hdiff, hdiffx, zpatch
 from mistcore.errors import IntegrityError, ManifestError, PatchError
 from mistcore.fsutil import clone_tree
+from mistcore.tests.helpers import (
+    apply_engine,
+    assert_bit_flips_refused,
+    mutate,
+    sha_hex,
+    snapshot,
+    structured_bytes,
+    write_tree,
+)
 from mistcore.tests.helpers import delta_between as _delta
-from mistcore.tests.helpers import mutate, snapshot, structured_bytes, write_tree
-
-
-def _sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 @pytest.fixture
@@ -43,11 +46,6 @@ def pair(work: Path, rng: random.Random) -> tuple[Path, Path, bytes]:
     (work / "new").write_bytes(new)
     return work / "old", work / "new", new
 
-
-def _apply(work: Path, old: Path | None, patch: Path, data: bytes, **kw: Any) -> None:
-    zpatch.apply_file(
-        old=old, patch=patch, out=work / "out", expected_size=len(data), expected_sha256=_sha(data), **kw
-    )
 
 
 def _frame(content: bytes, *, window_exponent: int | None, declared_size: int | None) -> bytes:
@@ -74,7 +72,7 @@ def test_round_trip_is_a_zstd_frame_without_its_magic(work: Path, pair: tuple[Pa
     patch = (work / "p").read_bytes()
     assert size == len(patch) < len(zstandard.ZstdCompressor(level=19).compress(data)) // 10
     assert zpatch.read_header(patch)[0] == len(data)
-    _apply(work, old, work / "p", data, old_sha256=_sha(old.read_bytes()), patch_sha256=_sha(patch))
+    apply_engine(zpatch, work, old, work / "p", data, old_sha256=sha_hex(old.read_bytes()), patch_sha256=sha_hex(patch))
     assert (work / "out").read_bytes() == data
     assert zpatch.apply_bytes(old.read_bytes(), patch, expected_size=len(data)) == data
     assert not patch.startswith(zpatch.MAGIC)
@@ -104,7 +102,7 @@ def test_empty_and_tiny_files(work: Path, old: bytes, new: bytes) -> None:
     (work / "old").write_bytes(old)
     (work / "new").write_bytes(new)
     zpatch.diff_file(old=work / "old", new=work / "new", out=work / "p")
-    _apply(work, work / "old", work / "p", new)
+    apply_engine(zpatch, work, work / "old", work / "p", new)
     assert (work / "out").read_bytes() == new
     assert zpatch.apply_bytes(old, zpatch.diff_bytes(old, new), expected_size=len(new)) == new
 
@@ -116,11 +114,11 @@ def test_wrong_basis_is_caught_and_nothing_written(work: Path, pair: tuple[Path,
     other[1000:1010] = b"0123456789"  # same size, different bytes: zstd alone would not notice
     (work / "other").write_bytes(bytes(other))
     with pytest.raises(IntegrityError, match="basis"):
-        _apply(work, work / "other", work / "p", data, old_sha256=_sha(old.read_bytes()))
+        apply_engine(zpatch, work, work / "other", work / "p", data, old_sha256=sha_hex(old.read_bytes()))
     with pytest.raises(IntegrityError, match="SHA-256"):
-        _apply(work, work / "other", work / "p", data)
+        apply_engine(zpatch, work, work / "other", work / "p", data)
     with pytest.raises(PatchError, match="old file"):
-        _apply(work, None, work / "p", data)
+        apply_engine(zpatch, work, None, work / "p", data)
     assert sorted(p.name for p in work.iterdir()) == ["new", "old", "other", "p"]
 
 
@@ -128,27 +126,19 @@ def test_corrupt_or_truncated_patch_never_writes_wrong_bytes(work: Path, pair: t
     old, new, data = pair
     zpatch.diff_file(old=old, new=new, out=work / "p")
     patch = (work / "p").read_bytes()
-    rng = random.Random(5)
-    for trial in range(60):
-        bad = bytearray(patch)
-        for _ in range(rng.randint(1, 4)):
-            bad[rng.randrange(len(bad))] ^= 1 << rng.randrange(8)
-        (work / "bad").write_bytes(bytes(bad))
-        with pytest.raises((IntegrityError, PatchError)):
-            _apply(work, old, work / "bad", data)
-        assert not (work / "out").exists(), trial
+    assert_bit_flips_refused(work, patch, lambda bad: apply_engine(zpatch, work, old, bad, data), trials=60)
     for cut in (len(patch) // 2, len(patch) - 1, 10, 3):
         (work / "bad").write_bytes(patch[:cut])
         with pytest.raises((IntegrityError, PatchError)):
-            _apply(work, old, work / "bad", data)
+            apply_engine(zpatch, work, old, work / "bad", data)
     with pytest.raises(IntegrityError, match="corrupt"):
-        _apply(work, old, work / "p", data, patch_sha256=_sha(b"another patch"))
+        apply_engine(zpatch, work, old, work / "p", data, patch_sha256=sha_hex(b"another patch"))
     (work / "bad").write_bytes(b"garbage that is no zstd frame")
     with pytest.raises(PatchError, match="zstd-patch"):
-        _apply(work, old, work / "bad", data)
+        apply_engine(zpatch, work, old, work / "bad", data)
     (work / "bad").write_bytes(patch + zpatch.MAGIC + patch)  # a second frame would be more output than expected
     with pytest.raises((IntegrityError, PatchError)):
-        _apply(work, old, work / "bad", data)
+        apply_engine(zpatch, work, old, work / "bad", data)
     assert not (work / "out").exists()
 
 
@@ -159,7 +149,7 @@ def test_hostile_sizes_and_windows_are_refused_before_decoding(
     (work / "old").write_bytes(b"o" * 1000)
     # A sane hand-made frame decodes (so the refusals below come from the header checks).
     (work / "ok").write_bytes(_frame(content, window_exponent=0, declared_size=len(content)))
-    _apply(work, work / "old", work / "ok", content)
+    apply_engine(zpatch, work, work / "old", work / "ok", content)
     assert (work / "out").read_bytes() == content
     (work / "out").unlink()
 
@@ -176,7 +166,7 @@ def test_hostile_sizes_and_windows_are_refused_before_decoding(
     for message, blob in cases.items():
         (work / "bad").write_bytes(blob)
         with pytest.raises(PatchError, match=message):
-            _apply(work, work / "old", work / "bad", content)
+            apply_engine(zpatch, work, work / "old", work / "bad", content)
     with pytest.raises(PatchError, match="limit"):
         zpatch.apply_file(
             old=work / "old", patch=work / "ok", out=work / "out", expected_size=1 << 40, expected_sha256="0" * 64
