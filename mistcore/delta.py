@@ -5,6 +5,7 @@ A delta folder holds ``delta_manifest.json`` plus the blobs it names::
     delta_manifest.json
     patches/000003.hdiff      HDiffPatch patch (engine "hdiff") or windowed patch (".hdiffw", "hdiff-window")
     patches/000004.hdiffx     uncompressed HDiffPatch diff in one raw LZMA stream (engine "hdiff-lzma")
+    patches/000008.lzpatch    LZMA2 with the old file as dictionary, of the new file or the diff ("lzma-patch")
     patches/000005.zpatch     zstd frame with the old file as prefix (engine "zstd-patch")
     patches/000006.bsdiffx    bsdiff's streams, re-encoded and LZMA-compressed (engine "bsdiff-lzma")
     new_files/000007.zst      a whole new file, zstd-compressed (engine "zstd")
@@ -22,7 +23,8 @@ What each op needs:
 
 - ``copy``: the content already exists in the old version at ``source_path`` (a move, a rename,
   a duplicate, or only the executable bit changed): no blob, nothing on the wire.
-- ``patch``: ``engine`` "hdiff", "hdiff-lzma", "zstd-patch", "bsdiff-lzma" or "hdiff-window" turns the old file
+- ``patch``: ``engine`` "hdiff", "hdiff-lzma", "lzma-patch", "zstd-patch", "bsdiff-lzma" or "hdiff-window" turns
+  the old file
   ``source_path`` (the same path, or a similar old file for a renamed-and-changed file) into the
   target with ``blob``.
 - ``add``: ``engine`` "zstd", ``blob`` is the whole file compressed; no basis needed. Used for new
@@ -35,20 +37,29 @@ efficiency report. An engine this code does not know is refused when the manifes
 ("update the patcher") before any file is touched.
 
 Choosing the engine of a changed file: files over ``hdiff_max_bytes`` use ``hdiff-window``.
-Smaller ones get one uncompressed HDiffPatch diff, compressed two ways: an ``hdiff`` patch (zstd,
-or LZMA2) and, at level 19 and up, an ``hdiff-lzma`` blob (the whole diff in one
-raw LZMA stream, tuned literal context, x86 BCJ for x86 code; skipped when the hdiff patch is
-over 90% of the diff: fresh incompressible bytes, where it only adds LZMA's overhead, and on files
-that are not executables over ``HDIFFX_ANY_BYTES``, 1 MiB: every hdiff-lzma win measured on
-pygame-ce is an executable or a file under 20 KB, and on a 10 MB pack of data it lost by 1.6%); when
+Smaller ones get one uncompressed HDiffPatch diff, compressed as an ``hdiff`` patch (zstd, or LZMA2)
+and, at level 19 and up, as an ``lzma-patch`` blob: raw LZMA2 with the old file as its dictionary,
+over the diff and, where hdiff's patch is at least 1/``LZMA_FILE_SHARE`` (1/12) of the file or the
+file is at most 256 KiB, over the new file itself (x86 BCJ too for x86 code). Where this machine
+cannot encode lzma-patch (no loadable liblzma) or the old file and the diff are over its 32 MiB
+dictionary, the diff goes in one raw LZMA stream without the dictionary (``hdiff-lzma``) instead.
+Both are skipped when the hdiff patch is over 90% of the diff (fresh incompressible bytes, where
+LZMA only adds its overhead), and on files that are not executables over ``HDIFFX_ANY_BYTES``, 1 MiB
+(every hdiff-lzma win measured on pygame-ce was an executable or a file under 20 KB, and on a 10 MB
+pack of data it lost by 1.6%). lzma-patch over the new file is the update's big win on libraries
+with much new code (pygame-ce 2.5.6 -> 2.5.7, libharfbuzz 11.3 -> 12.1: 359,824 bytes against
+hdiff's 382,345), over the diff it is hdiff-lzma plus the short matches the dictionary finds. The
+whole update: 1,478,276 -> 1,406,710 bytes bundled (2.5.5 -> 2.5.7: 2,115,066 -> 1,985,178 bytes of
+blobs), for a build of 8.6 -> 13.0 s (15.1 -> 21.2 s) on 2 cores. When
 neither file is over ``zpatch_max_bytes`` (4 MiB), a ``zstd-patch`` blob too; and for executables
 (ELF, PE, Mach-O: what bsdiff is made for) a ``bsdiff-lzma`` blob where it is cheap or likely to win:
 both files up to 256 KiB, or up to 16 MiB when the best patch so far is under 1/16 of the new file (a
 binary that changed a little and moved a lot; bsdiff's suffix sort costs 16 bytes per old byte and
-~0.3 s per MB). The smallest wins (a tie goes to the earlier of hdiff, hdiff-lzma, zstd-patch,
-bsdiff-lzma), then the whole compressed file if that is not bigger. The engines win on different
+~0.3 s per MB). The smallest wins (a tie goes to the earlier of hdiff, lzma-patch or hdiff-lzma,
+zstd-patch, bsdiff-lzma), then the whole compressed file if that is not bigger; a winning lzma-patch blob is decoded
+first, the patcher's way, and dropped if it does not give the new file. The engines win on different
 files: zstd-patch on text and small files (version stamps, docs, scripts: its repeat offsets and 8
-bytes less framing), hdiff-lzma on native code, bsdiff-lzma on executables that barely changed (a
+bytes less framing), lzma-patch on native code and on text with new passages, bsdiff-lzma on executables that barely changed (a
 patch release of a library), hdiff on the rest. On the pygame-ce 2.5.6 -> 2.5.7 update (178 changed files, same
 path) against the best per-file tool (zstd --patch-from, 230,736 bytes): hdiff alone 0.928,
 hdiff-lzma alone 0.900, zstd-patch alone 0.981, hdiff or zstd-patch 0.899, all three 0.871
@@ -97,7 +108,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from mistcore import __version__
-from mistcore.engines import DIRECT_ENGINES, ENGINES, bsdiffx, hdiff, hdiffx, windowed, zpatch
+from mistcore.engines import DIRECT_ENGINES, ENGINES, bsdiffx, hdiff, hdiffx, lzpatch, windowed, zpatch
 from mistcore.errors import (
     ArchiveError,
     BasisMismatch,
@@ -143,7 +154,7 @@ T = TypeVar("T")
 DELTA_FORMAT = "mist-delta/1"
 MANIFEST_NAME = "delta_manifest.json"
 OP_KINDS = ("patch", "add", "copy", "remove")
-PATCH_ENGINES = (hdiff.NAME, hdiffx.NAME, zpatch.NAME, bsdiffx.NAME, windowed.NAME)
+PATCH_ENGINES = (hdiff.NAME, hdiffx.NAME, lzpatch.NAME, zpatch.NAME, bsdiffx.NAME, windowed.NAME)
 # bsdiff-lzma is tried on executables up to this size whatever the other engines did (bsdiff costs little
 # there), and up to bsdiffx.MAX_FILE_BYTES when the best patch so far is under 1/BSDIFF_NEAR of the new file.
 BSDIFF_ALWAYS_BYTES = 256 << 10
@@ -155,13 +166,17 @@ ZPATCH_MAX_BYTES = 4 << 20
 GUESSED_BASIS_MAX_RATIO = 0.97
 # hdiff-lzma is tried on executables of any size and on other files up to this size (see diff_with_check).
 HDIFFX_ANY_BYTES = 1 << 20
+# lzma-patch compresses the new file itself (beside the diff) for files up to this size, or where hdiff's patch is
+# at least 1/LZMA_FILE_SHARE of the file (see diff_with_check).
+LZMA_FILE_ALWAYS_BYTES = 256 << 10
+LZMA_FILE_SHARE = 12
 # One file's compressions run on two threads when its uncompressed diff is within these bounds: below, thread
 # start-up is not worth it and the pool's other files keep both cores busy; above, two lzma encoders at once
 # (about 11 bytes per byte of dictionary each) would cost too much memory.
 PARALLEL_MIN_BYTES = 1 << 20
 PARALLEL_MAX_BYTES = 16 << 20
-_PATCH_SUFFIX = {hdiff.NAME: "hdiff", hdiffx.NAME: "hdiffx", zpatch.NAME: "zpatch", bsdiffx.NAME: "bsdiffx",
-                 windowed.NAME: "hdiffw"}
+_PATCH_SUFFIX = {hdiff.NAME: "hdiff", hdiffx.NAME: "hdiffx", lzpatch.NAME: "lzpatch", zpatch.NAME: "zpatch",
+                 bsdiffx.NAME: "bsdiffx", windowed.NAME: "hdiffw"}
 _OP_KEYS = (
     "op",
     "path",
@@ -569,14 +584,29 @@ def diff_with_check(
         results = _run_all([*hdiff_calls, *zpatch_calls], threads=2 if parallel else 1)
         hdiff_patch = hdiff.smallest(results[: len(hdiff_calls)])
         candidates = [(hdiff.NAME, hdiff_patch)]
-        # hdiff-lzma is tried at the top level, not where hdiff hardly compressed the diff (fresh random
-        # bytes, where one LZMA stream only adds its 1.4% overhead), and on executables or files up to
-        # HDIFFX_ANY_BYTES: it wins on native code (its BCJ and literal context); on a big pack of data it
-        # lost every time measured (gen-40M: 1.6% behind hdiff) and costs another LZMA pass.
+        # The LZMA engines are tried at the top level, not where hdiff hardly compressed the diff (fresh random
+        # bytes, where LZMA only adds its overhead), and on executables or files up to HDIFFX_ANY_BYTES: they win
+        # on native code (LZMA's repeat distances and matched literals, BCJ); on a big pack of data hdiff-lzma
+        # lost every time measured (gen-40M: 1.6% behind hdiff) and cost another LZMA pass. lzma-patch (LZMA with
+        # the old file as its dictionary, over the new file and over the diff) replaces hdiff-lzma where this
+        # machine can encode it: over the diff it is hdiff-lzma plus the dictionary, and never larger on the
+        # files measured.
         if (level >= 19 and len(hdiff_patch) < 0.9 * len(raw) and len(raw) <= hdiffx.decoded_limit(target.size)
                 and (executable or target.size <= HDIFFX_ANY_BYTES)):
             x86 = hdiffx.looks_x86(new_bytes)
-            candidates.append((hdiffx.NAME, hdiffx.encode(raw, new_size=target.size, x86=x86)))
+            # Two or three LZMA passes, on two threads when the file is big enough (each encoder holds ~11 bytes
+            # per byte of old + payload, so only up to PARALLEL_MAX_BYTES).
+            both = PARALLEL_MIN_BYTES <= target.size and basis.size + len(raw) <= PARALLEL_MAX_BYTES
+            # Over the new file only where much of it is new: where hdiff's patch is under 1/LZMA_FILE_SHARE of
+            # the file, the diff always won (pygame-ce), and a pass over the whole file costs more than one
+            # over the diff.
+            as_file = target.size <= LZMA_FILE_ALWAYS_BYTES or len(hdiff_patch) * LZMA_FILE_SHARE >= target.size
+            lz = lzpatch.smallest(old_bytes, new_bytes, raw, x86=x86, max_total=lzpatch.MAX_BUILD_BYTES,
+                                  run=lambda calls: _run_all(calls, threads=2 if both else 1), as_file=as_file)
+            if lz is not None:
+                candidates.append((lzpatch.NAME, lz))
+            elif basis.size + len(raw) > lzpatch.MAX_BUILD_BYTES or not lzpatch.available():
+                candidates.append((hdiffx.NAME, hdiffx.encode(raw, new_size=target.size, x86=x86)))
         del raw
         if with_zpatch:
             zblob = results[-1]
@@ -594,8 +624,12 @@ def diff_with_check(
                 candidates.append((bsdiffx.NAME, bsdiffx.diff_bytes(old_bytes, new_bytes, level=level)))
             except PatchError:
                 pass  # over the engine's limits for this pair (a control block larger than it accepts)
-        del old_bytes, new_bytes
         engine, patch = min(candidates, key=lambda c: len(c[1]))  # a tie goes to the earlier engine
+        if engine == lzpatch.NAME and not _decodes_to(old_bytes, patch, new_bytes):
+            # Its encoder is the system liblzma, its decoder the patcher's: never ship a blob they disagree on.
+            candidates = [c for c in candidates if c[0] != lzpatch.NAME]
+            engine, patch = min(candidates, key=lambda c: len(c[1]))
+        del old_bytes, new_bytes
         del candidates, hdiff_patch, results
         out = out_stem.with_name(f"{out_stem.name}.{_PATCH_SUFFIX[engine]}")
         with atomic_write(out) as f:
@@ -608,6 +642,14 @@ def diff_with_check(
     if sha256_file(new_file) != target.sha256:
         raise IntegrityError(f"{target.path}: new file changed while it was being diffed")
     return windowed.NAME, out
+
+
+def _decodes_to(old: bytes, blob: bytes, new: bytes) -> bool:
+    """Whether an lzma-patch blob decodes (the patcher's way) to exactly ``new``."""
+    try:
+        return lzpatch.apply_bytes(old, blob, expected_size=len(new)) == new
+    except MistCoreError:
+        return False
 
 
 def _encode(

@@ -261,8 +261,8 @@ def test_an_indirect_update_diffs_files_the_server_knows_with_the_direct_engines
         bundle, max_members=10_000, max_total_bytes=1 << 30) if name == MANIFEST_NAME)
     engines = {op.path: op.engine for op in manifest.ops}
     assert engines[modded] == "rdiff", engines
-    direct = {path: engine for path, engine in engines.items() if engine in ("hdiff", "hdiff-lzma", "zstd-patch",
-                                                                            "hdiff-window")}
+    direct = {path: engine for path, engine in engines.items() if engine in ("hdiff", "hdiff-lzma", "lzma-patch",
+                                                                            "zstd-patch", "hdiff-window")}
     big = {path for path in changing if path != modded and len(new[path][0]) > 100_000}
     assert big and big <= set(direct), engines  # (a tiny text file may go whole: a tie goes to zstd)
 

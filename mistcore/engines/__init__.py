@@ -7,6 +7,9 @@ size and SHA-256 match (``IntegrityError`` or ``PatchError`` otherwise, and no `
 - ``hdiff``: one in-memory HDiffPatch patch (``engines/hdiff.py``);
 - ``hdiff-lzma``: the same diff uncompressed, then compressed whole as raw LZMA with tuned
   literal context (and x86 BCJ for x86 code); in memory, decoding bounded (``engines/hdiffx.py``);
+- ``lzma-patch``: raw LZMA2 with the old file as its dictionary, over the new file or over the
+  uncompressed HDiffPatch diff (x86 BCJ for x86 code); decoded by the standard library, encoded
+  through the system liblzma (``engines/lzpatch.py``);
 - ``bsdiff-lzma``: bsdiff's matching, its streams re-encoded under raw LZMA; in memory, for files up
   to 16 MiB; wins where a binary changed a little and moved a lot (``engines/bsdiffx.py``);
 - ``zstd-patch``: the new file zstd-compressed with the old file as its dictionary, what
@@ -20,11 +23,12 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from mistcore.engines import bsdiffx, full, hdiff, hdiffx, rdiff, windowed, zpatch
+from mistcore.engines import bsdiffx, full, hdiff, hdiffx, lzpatch, rdiff, windowed, zpatch
 
 ENGINES: dict[str, ModuleType] = {
     hdiff.NAME: hdiff,
     hdiffx.NAME: hdiffx,
+    lzpatch.NAME: lzpatch,
     bsdiffx.NAME: bsdiffx,
     zpatch.NAME: zpatch,
     windowed.NAME: windowed,
@@ -33,6 +37,6 @@ ENGINES: dict[str, ModuleType] = {
 }
 
 # Engines a direct delta may use (rdiff belongs to indirect updates).
-DIRECT_ENGINES = frozenset({hdiff.NAME, hdiffx.NAME, bsdiffx.NAME, zpatch.NAME, windowed.NAME, full.NAME})
+DIRECT_ENGINES = frozenset({hdiff.NAME, hdiffx.NAME, lzpatch.NAME, bsdiffx.NAME, zpatch.NAME, windowed.NAME, full.NAME})
 
 __all__ = ["DIRECT_ENGINES", "ENGINES"]

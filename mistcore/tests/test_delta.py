@@ -357,20 +357,26 @@ def test_a_large_diff_is_compressed_on_two_threads_to_the_same_patch(
     assert parallel == serial and parallel[0] in ("hdiff", "zstd-patch")
 
 
-def test_hdiff_lzma_is_tried_on_executables_and_small_files_only(
+def test_the_lzma_engines_are_tried_on_executables_and_small_files_only(
     work: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """hdiff-lzma (an extra LZMA pass over the diff) wins on native code; on a big data file it only costs."""
-    from mistcore.engines import hdiffx
+    """lzma-patch (LZMA passes over the new file and the diff) wins on native code; on a big data file it only
+    costs. Where this machine cannot encode it, hdiff-lzma takes its place."""
+    from mistcore.engines import hdiffx, lzpatch
 
-    tried: list[int] = []
-    real = hdiffx.encode
+    tried: list[tuple[str, int, bool]] = []
+    real_lz, real_hx = lzpatch.smallest, hdiffx.encode
 
-    def spy(raw: bytes, **kw: Any) -> bytes:
-        tried.append(kw["new_size"])
-        return real(raw, **kw)
+    def spy_lz(old: bytes, new: bytes, raw: bytes | None, **kw: Any) -> bytes | None:
+        tried.append((lzpatch.NAME, len(new), kw["as_file"]))
+        return real_lz(old, new, raw, **kw)
 
-    monkeypatch.setattr(hdiffx, "encode", spy)
+    def spy_hx(raw: bytes, **kw: Any) -> bytes:
+        tried.append((hdiffx.NAME, kw["new_size"], False))
+        return real_hx(raw, **kw)
+
+    monkeypatch.setattr(lzpatch, "smallest", spy_lz)
+    monkeypatch.setattr(hdiffx, "encode", spy_hx)
     rng = random.Random(6)
     big = structured_bytes(rng, 1_300_000)
     small = structured_bytes(rng, 200_000)
@@ -386,4 +392,11 @@ def test_hdiff_lzma_is_tried_on_executables_and_small_files_only(
     assert tried == []
     _diff_one(work, small, nudged(small), "small")
     _diff_one(work, elf, nudged(elf), "lib")
-    assert len(tried) == 2 and tried[0] < 300_000 < 1_000_000 < tried[1]
+    # the small file is compressed whole too (cheap); the library only as a diff (hdiff's patch is far under
+    # 1/LZMA_FILE_SHARE of it, where the diff always won)
+    assert tried == [(lzpatch.NAME, 200_000, True), (lzpatch.NAME, len(elf), False)]
+    tried.clear()
+    monkeypatch.setattr(lzpatch, "_lib", False)  # as on a machine without a loadable liblzma
+    assert not lzpatch.available()
+    engine, _ = _diff_one(work, elf, nudged(elf), "lib2")
+    assert tried == [(lzpatch.NAME, len(elf), False), (hdiffx.NAME, len(elf), False)] and engine != lzpatch.NAME

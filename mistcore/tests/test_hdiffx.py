@@ -18,7 +18,7 @@ from mistcore.delta import (
     DeltaManifest,
     apply_delta_to_stage,
 )
-from mistcore.engines import DIRECT_ENGINES, ENGINES, hdiff, hdiffx, zpatch
+from mistcore.engines import DIRECT_ENGINES, ENGINES, hdiff, hdiffx, lzpatch, zpatch
 from mistcore.errors import IntegrityError, PatchError
 from mistcore.fsutil import clone_tree
 from mistcore.tests.helpers import (
@@ -275,8 +275,16 @@ def _versions(rng: random.Random) -> tuple[dict[str, bytes], dict[str, bytes]]:
 
 
 
+@pytest.fixture
+def no_lzma_patch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A machine whose system liblzma cannot be loaded: the builder falls back from lzma-patch to hdiff-lzma."""
+    monkeypatch.setattr(lzpatch, "_lib", False)
+    assert not lzpatch.available()
+
+
+@pytest.mark.usefixtures("no_lzma_patch")
 def test_builder_picks_hdiff_lzma_when_smaller_and_the_delta_applies(work: Path, rng: random.Random) -> None:
-    # given two versions where a pack index's offsets shift
+    # given two versions where a pack index's offsets shift, on a machine that cannot encode lzma-patch
     v1, v2 = _versions(rng)
     write_tree(work / "v1", dict(v1))
     write_tree(work / "v2", dict(v2))
@@ -309,9 +317,10 @@ def test_builder_below_the_top_level_does_not_use_lzma(work: Path, rng: random.R
     write_tree(work / "v1", dict(v1))
     write_tree(work / "v2", dict(v2))
     delta = _delta(work, "v1", "v2", level=9)
-    assert hdiffx.NAME not in {op.engine for op in delta.ops}
+    assert not {hdiffx.NAME, lzpatch.NAME} & {op.engine for op in delta.ops}
 
 
+@pytest.mark.usefixtures("no_lzma_patch")
 def test_stage_refuses_an_hdiff_lzma_patch_on_a_modified_file(work: Path, rng: random.Random) -> None:
     v1, v2 = _versions(rng)
     write_tree(work / "v1", dict(v1))

@@ -23,7 +23,7 @@ from mistcore.delta import (
     commit_stage,
     unpack_bundle,
 )
-from mistcore.engines import DIRECT_ENGINES, ENGINES, hdiff, hdiffx, zpatch
+from mistcore.engines import DIRECT_ENGINES, ENGINES, hdiff, hdiffx, lzpatch, zpatch
 from mistcore.errors import IntegrityError, ManifestError, PatchError
 from mistcore.fsutil import clone_tree
 from mistcore.tests.helpers import (
@@ -200,19 +200,24 @@ def test_window_covers_both_files() -> None:
 
 
 def _versions(rng: random.Random) -> tuple[dict[str, bytes], dict[str, bytes], dict[str, bytes]]:
-    """A settings file whose version stamps change (zstd-patch's best case), a library (hdiff's), a removal."""
+    """A version file and a settings file whose version stamps change (the first is zstd-patch's best case: a
+    small text file, where its framing is the smallest), a library, a removal."""
     words = b"alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu".split()
     settings = b"\n".join(
         b"%s = %d  # %s (since 2.5.6)" % (rng.choice(words), rng.randrange(10**6), b" ".join(rng.choices(words, k=6)))
         for _ in range(400)
     )
     lib = structured_bytes(rng, 200_000)
-    v1 = {"config/settings.ini": settings, "lib/libgame.so": lib, "data/keep.bin": rng.randbytes(5000)}
+    stamp = b'__version__ = "2.5.6"\nVERSION_TUPLE = (2, 5, 6)\n' * 3
+    v1 = {"config/settings.ini": settings, "lib/libgame.so": lib, "data/keep.bin": rng.randbytes(5000),
+          "game/version.py": stamp}
     v2 = dict(v1)
     v2["config/settings.ini"] = settings.replace(b"2.5.6", b"2.5.7")
+    v2["game/version.py"] = stamp.replace(b"2.5.6", b"2.5.7").replace(b"5, 6", b"5, 7")
     v2["lib/libgame.so"] = mutate(rng, lib)
     v3 = dict(v2)
     v3["config/settings.ini"] = settings.replace(b"2.5.6", b"2.5.8")
+    v3["game/version.py"] = stamp.replace(b"2.5.6", b"2.5.8").replace(b"5, 6", b"5, 8")
     del v3["data/keep.bin"]
     return v1, v2, v3
 
@@ -224,7 +229,7 @@ def test_builder_picks_zstd_patch_when_smaller_and_it_round_trips(work: Path, rn
         write_tree(work / name, dict(files))
     # when the deltas are built
     d12, d23 = _delta(work, "v1", "v2"), _delta(work, "v2", "v3")
-    # then each changed file took the smaller of the two in-memory engines
+    # then each changed file took the smallest of the in-memory engines
     for delta, (a, b) in ((d12, ("v1", "v2")), (d23, ("v2", "v3"))):
         for op in delta.ops:
             if op.op != "patch":
@@ -232,15 +237,15 @@ def test_builder_picks_zstd_patch_when_smaller_and_it_round_trips(work: Path, rn
             old_bytes, new_bytes = (work / a / op.path).read_bytes(), (work / b / op.path).read_bytes()
             sizes = {  # in the builder's order: a tie goes to the earlier engine
                 hdiff.NAME: len(hdiff.diff_bytes(old_bytes, new_bytes)),
-                hdiffx.NAME: len(hdiffx.diff_bytes(old_bytes, new_bytes)),
+                lzpatch.NAME: len(lzpatch.diff_bytes(old_bytes, new_bytes)),
                 zpatch.NAME: len(zpatch.diff_bytes(old_bytes, new_bytes)),
             }
             assert op.blob_size == min(sizes.values()), (op.path, sizes)
             assert op.engine == min(sizes, key=lambda name: sizes[name])
-            suffix = {hdiff.NAME: ".hdiff", hdiffx.NAME: ".hdiffx", zpatch.NAME: ".zpatch"}[op.engine]
+            suffix = {hdiff.NAME: ".hdiff", lzpatch.NAME: ".lzpatch", zpatch.NAME: ".zpatch"}[op.engine]
             assert str(op.blob).endswith(suffix)
     for delta in (d12, d23):
-        assert {op.path: op.engine for op in delta.ops if op.op == "patch"}["config/settings.ini"] == zpatch.NAME
+        assert {op.path: op.engine for op in delta.ops if op.op == "patch"}["game/version.py"] == zpatch.NAME
     assert DeltaManifest.from_json((work / "v1-v2" / MANIFEST_NAME).read_bytes()) == d12
 
     # Chain replay on the server: apply_delta_dir forward, delta after delta.
@@ -266,7 +271,9 @@ def test_builder_leaves_files_over_the_limit_to_hdiff(work: Path, rng: random.Ra
     write_tree(work / "v1", dict(v1))
     write_tree(work / "v2", dict(v2))
     delta = _delta(work, "v1", "v2", zpatch_max_bytes=1000)
-    assert {op.engine for op in delta.ops if op.op == "patch"} <= {hdiff.NAME, hdiffx.NAME}
+    over = {op.engine for op in delta.ops if op.op == "patch" and (op.target_size or 0) > 1000}
+    assert over and over <= {hdiff.NAME, hdiffx.NAME, lzpatch.NAME}
+    assert {op.path: op.engine for op in delta.ops}["game/version.py"] == zpatch.NAME  # 144 bytes: under the limit
 
 
 def test_stage_refuses_a_zstd_patch_on_a_modified_file(work: Path, rng: random.Random) -> None:
@@ -275,14 +282,14 @@ def test_stage_refuses_a_zstd_patch_on_a_modified_file(work: Path, rng: random.R
     write_tree(work / "v2", dict(v2))
     delta = _delta(work, "v1", "v2")
     clone_tree(work / "v1", work / "install")
-    assert {op.path: op.engine for op in delta.ops}["config/settings.ini"] == zpatch.NAME
-    (work / "install" / "config/settings.ini").unlink()
-    (work / "install" / "config/settings.ini").write_bytes(v1["config/settings.ini"].replace(b"alpha", b"omega"))
-    with pytest.raises(IntegrityError, match="config/settings.ini"):
+    assert {op.path: op.engine for op in delta.ops}["game/version.py"] == zpatch.NAME
+    (work / "install" / "game/version.py").unlink()
+    (work / "install" / "game/version.py").write_bytes(v1["game/version.py"].replace(b"VERSION", b"VARSION"))
+    with pytest.raises(IntegrityError, match="game/version.py"):
         apply_delta_to_stage(
             delta=delta, delta_dir=work / "v1-v2", source_root=work / "install", stage_dir=work / "stage"
         )
-    assert not (work / "stage" / "config/settings.ini").exists()
+    assert not (work / "stage" / "game/version.py").exists()
 
 
 def test_manifest_names_unknown_engines_clearly(work: Path, rng: random.Random) -> None:
