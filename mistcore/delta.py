@@ -50,8 +50,10 @@ pack of data it lost by 1.6%). lzma-patch over the new file is the update's big 
 with much new code (pygame-ce 2.5.6 -> 2.5.7, libharfbuzz 11.3 -> 12.1: 359,824 bytes against
 hdiff's 382,345), over the diff it is hdiff-lzma plus the short matches the dictionary finds. The
 whole update: 1,478,276 -> 1,406,710 bytes bundled (2.5.5 -> 2.5.7: 2,115,066 -> 1,985,178 bytes of
-blobs), for a build of 8.6 -> 13.0 s (15.1 -> 21.2 s) on 2 cores. When
-neither file is over ``zpatch_max_bytes`` (4 MiB), a ``zstd-patch`` blob too; and for executables
+blobs); with zstd-patch left out where lzma-patch runs on an executable over 256 KiB (it never won
+there) and the old file BCJ-filtered once, the build takes what it took before (8.6 -> 8.8 s, 15.1 ->
+15.4 s on 2 cores; peak RSS 163 -> 170 MB). When neither file is over ``zpatch_max_bytes`` (4 MiB), a
+``zstd-patch`` blob too (not on those executables); and for executables
 (ELF, PE, Mach-O: what bsdiff is made for) a ``bsdiff-lzma`` blob where it is cheap or likely to win:
 both files up to 256 KiB, or up to 16 MiB when the best patch so far is under 1/16 of the new file (a
 binary that changed a little and moved a lot; bsdiff's suffix sort costs 16 bytes per old byte and
@@ -579,7 +581,11 @@ def diff_with_check(
         # other core idles. Up to PARALLEL_MAX_BYTES, so two lzma2 encoders stay small.
         parallel = PARALLEL_MIN_BYTES <= len(raw) <= PARALLEL_MAX_BYTES
         hdiff_calls = hdiff.compressions(raw, new_size=target.size, level=level)
-        with_zpatch = max(basis.size, target.size) <= zpatch_max_bytes
+        # zstd-patch is left out on executables over LZMA_FILE_ALWAYS_BYTES where lzma-patch runs: on the 27 such
+        # files of the two pygame-ce updates it never won (lzma-patch or bsdiff-lzma beat it by 95 B to 96 KB),
+        # and it was the build's most expensive engine there (4.3 of 21 CPU seconds).
+        with_zpatch = max(basis.size, target.size) <= zpatch_max_bytes and not (
+            executable and target.size > LZMA_FILE_ALWAYS_BYTES and level >= 19 and lzpatch.available())
         zpatch_calls = [lambda: zpatch.diff_bytes(old_bytes, new_bytes, level=level)] if with_zpatch else []
         results = _run_all([*hdiff_calls, *zpatch_calls], threads=2 if parallel else 1)
         hdiff_patch = hdiff.smallest(results[: len(hdiff_calls)])

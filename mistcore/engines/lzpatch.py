@@ -216,7 +216,15 @@ def _blob(dictionary: bytes, data: bytes, *, old_size: int, new_size: int, diff:
 
 def _x86_pair(old: bytes, payload: bytes, *, run: Runner) -> tuple[bytes, bytes] | None:
     """(the old file, the payload) as the decoder's BCJ filter sees them after the old file; None where an
-    instruction straddles the end of the old file (the filter turns it differently with what follows)."""
+    instruction straddles the end of the old file (the filter turns it differently with what follows).
+
+    The patcher filters the old file alone (``x86_encoded(old)``). The filter looks at each byte once, in
+    order, with at most 4 bytes of lookahead, and leaves the last 4 bytes of a stream as they are: so the old
+    file filtered alone and as the head of old + payload can only differ where a call or jump opcode (E8, E9)
+    sits in its last 4 bytes. Only then is it filtered alone too, to compare."""
+    if b"\xe8" not in old[-4:] and b"\xe9" not in old[-4:]:
+        whole = x86_encoded(old + payload)
+        return whole[: len(old)], whole[len(old):]
     whole, filtered_old = run([lambda: x86_encoded(old + payload), lambda: x86_encoded(old)])
     if whole[: len(old)] != filtered_old:
         return None

@@ -361,8 +361,9 @@ def test_the_lzma_engines_are_tried_on_executables_and_small_files_only(
     work: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """lzma-patch (LZMA passes over the new file and the diff) wins on native code; on a big data file it only
-    costs. Where this machine cannot encode it, hdiff-lzma takes its place."""
-    from mistcore.engines import hdiffx, lzpatch
+    costs. Where it runs on a big executable, zstd-patch does not; where this machine cannot encode it,
+    hdiff-lzma takes its place."""
+    from mistcore.engines import hdiffx, lzpatch, zpatch
 
     tried: list[tuple[str, int, bool]] = []
     real_lz, real_hx = lzpatch.smallest, hdiffx.encode
@@ -375,8 +376,15 @@ def test_the_lzma_engines_are_tried_on_executables_and_small_files_only(
         tried.append((hdiffx.NAME, kw["new_size"], False))
         return real_hx(raw, **kw)
 
+    real_zp = zpatch.diff_bytes
+
+    def spy_zp(old: bytes, new: bytes, **kw: Any) -> bytes:
+        tried.append((zpatch.NAME, len(new), False))
+        return real_zp(old, new, **kw)
+
     monkeypatch.setattr(lzpatch, "smallest", spy_lz)
     monkeypatch.setattr(hdiffx, "encode", spy_hx)
+    monkeypatch.setattr(zpatch, "diff_bytes", spy_zp)
     rng = random.Random(6)
     big = structured_bytes(rng, 1_300_000)
     small = structured_bytes(rng, 200_000)
@@ -389,14 +397,16 @@ def test_the_lzma_engines_are_tried_on_executables_and_small_files_only(
         return bytes(buf)
 
     _diff_one(work, big, nudged(big), "data")
-    assert tried == []
+    assert tried == [(zpatch.NAME, len(big), False)]
+    tried.clear()
     _diff_one(work, small, nudged(small), "small")
     _diff_one(work, elf, nudged(elf), "lib")
     # the small file is compressed whole too (cheap); the library only as a diff (hdiff's patch is far under
-    # 1/LZMA_FILE_SHARE of it, where the diff always won)
-    assert tried == [(lzpatch.NAME, 200_000, True), (lzpatch.NAME, len(elf), False)]
+    # 1/LZMA_FILE_SHARE of it, where the diff always won), and without zstd-patch (an executable over 256 KiB)
+    assert tried == [(zpatch.NAME, 200_000, False), (lzpatch.NAME, 200_000, True), (lzpatch.NAME, len(elf), False)]
     tried.clear()
     monkeypatch.setattr(lzpatch, "_lib", False)  # as on a machine without a loadable liblzma
     assert not lzpatch.available()
     engine, _ = _diff_one(work, elf, nudged(elf), "lib2")
-    assert tried == [(lzpatch.NAME, len(elf), False), (hdiffx.NAME, len(elf), False)] and engine != lzpatch.NAME
+    assert tried == [(zpatch.NAME, len(elf), False), (lzpatch.NAME, len(elf), False), (hdiffx.NAME, len(elf), False)]
+    assert engine != lzpatch.NAME
