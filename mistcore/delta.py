@@ -595,14 +595,14 @@ def diff_with_check(
         # on native code (LZMA's repeat distances and matched literals, BCJ); on a big pack of data hdiff-lzma
         # lost every time measured (gen-40M: 1.6% behind hdiff) and cost another LZMA pass. lzma-patch (LZMA with
         # the old file as its dictionary, over the new file and over the diff) replaces hdiff-lzma where this
-        # machine can encode it: over the diff it is hdiff-lzma plus the dictionary, and never larger on the
-        # files measured.
+        # machine can encode it: over the diff it is hdiff-lzma plus the dictionary (at worst a few bytes larger:
+        # its header and LZMA2's chunk headers).
         if (level >= 19 and len(hdiff_patch) < 0.9 * len(raw) and len(raw) <= hdiffx.decoded_limit(target.size)
                 and (executable or target.size <= HDIFFX_ANY_BYTES)):
             x86 = hdiffx.looks_x86(new_bytes)
             # Two or three LZMA passes, on two threads when the file is big enough (each encoder holds ~11 bytes
             # per byte of old + payload, so only up to PARALLEL_MAX_BYTES).
-            both = PARALLEL_MIN_BYTES <= target.size and basis.size + len(raw) <= PARALLEL_MAX_BYTES
+            both = PARALLEL_MIN_BYTES <= target.size and basis.size + max(len(raw), target.size) <= PARALLEL_MAX_BYTES
             # Over the new file only where much of it is new: where hdiff's patch is under 1/LZMA_FILE_SHARE of
             # the file, the diff always won (pygame-ce), and a pass over the whole file costs more than one
             # over the diff.
@@ -611,7 +611,7 @@ def diff_with_check(
                                   run=lambda calls: _run_all(calls, threads=2 if both else 1), as_file=as_file)
             if lz is not None:
                 candidates.append((lzpatch.NAME, lz))
-            elif basis.size + len(raw) > lzpatch.MAX_BUILD_BYTES or not lzpatch.available():
+            else:  # no liblzma here, or the old file and the payloads are over lzma-patch's dictionary
                 candidates.append((hdiffx.NAME, hdiffx.encode(raw, new_size=target.size, x86=x86)))
         del raw
         if with_zpatch:

@@ -6,11 +6,11 @@ just before the payload, so any match may point into it. LZMA's repeat distances
 literal that breaks it) make the small, regular differences of recompiled code cheap, which zstd's
 coder cannot; and the payload may be HDiffPatch's uncompressed diff instead of the new file, where
 the covers already carry the long matches and the dictionary finds the short ones in the diff's
-new bytes that HDiffPatch leaves as literals. Measured on the pygame-ce 2.5.6 -> 2.5.7 update's
-16 largest changed files (each upstream library one release newer): the new file wins on the
-libraries with the most new code (libharfbuzz 11.3 -> 12.1: 359,824 bytes against hdiff's 382,345
-and zstd --patch-from's 391,642), the diff on those that changed less (libtiff 36,030 against
-hdiff-lzma's 37,517); over all 16 files 1,340,413 bytes against 1,386,442 with the other engines.
+new bytes that HDiffPatch leaves as literals. Measured on the pygame-ce 2.5.6 -> 2.5.7 update (its
+native libraries each one upstream release newer): the new file wins on the libraries with the most
+new code (libharfbuzz 11.3 -> 12.1: 360,372 bytes against hdiff's 382,345 and zstd --patch-from's
+391,642), the diff on those that changed less (libtiff 36,051 against hdiff-lzma's 37,517); the
+update's blobs went from 1,442,760 to 1,371,177 bytes (28 files now lzma-patch).
 
 Blob::
 
@@ -32,17 +32,16 @@ encoding (the server's worker only) calls the same system liblzma through ``ctyp
 (``available()`` says whether it could be loaded; without it the delta builder uses ``hdiff-lzma``).
 
 Decoding treats the blob as hostile: only whitelisted parameters are accepted (lc 0-4, lp 0, pb
-0-2, a dictionary no larger than the old file plus the payload need, at most 64 MiB); the payload may
-be no larger than the new file (or, for a diff, ``hdiffx.decoded_limit`` of it); the old file must
+0-2, a dictionary no larger than the old file plus the payload need, at most 64 MiB); the payload
+must be the new file's size (or, for a diff, at most ``hdiffx.decoded_limit`` of it); the old file must
 have the declared size before it is read; the decoder stops one byte past the declared payload, so
 a bomb is refused, and a truncated stream or trailing bytes are corrupt. A diff payload is then
 applied by HDiffPatch after its own header checks. LZMA, like HDiffPatch, happily decodes a corrupt
 blob or a wrong basis into wrong bytes, so as with every engine the result's size and SHA-256 are
 checked before ``out`` is written.
 
-The encoder holds about 11 bytes per byte of dictionary (preset 6, bt4 match finder; the size is the
-same as preset 9 extreme's within 0.1% on native code, in half the time): the delta builder uses this
-engine only where the old file and the payload together fit ``MAX_BUILD_BYTES``.
+The encoder holds about 11 bytes per byte of dictionary (bt4 match finder): the delta builder uses
+this engine only where the old file and the payload together fit ``MAX_BUILD_BYTES`` (32 MiB).
 """
 
 from __future__ import annotations
@@ -69,7 +68,6 @@ MIN_DICT_LOG, MAX_DICT_LOG = 12, 26
 MAX_DICT_BYTES = 1 << MAX_DICT_LOG
 # What the delta builder gives this engine (old file + payload): two encoders at once stay under 800 MB.
 MAX_BUILD_BYTES = 32 << 20
-MAX_OUTPUT_BYTES = hdiff.MAX_OUTPUT_BYTES
 # liblzma presets: over the new file 6 (as small as 9 extreme within 0.1% on native code, in half the time); over
 # a diff 9 extreme (12% smaller than 6 on regular data such as a pack's shifted offset table, as for hdiff-lzma).
 PRESET_FILE = 6
@@ -132,7 +130,7 @@ class _Filter(ctypes.Structure):
 
 _LZMA_VLI_UNKNOWN = 2**64 - 1
 _LZMA_FILTER_LZMA2 = 0x21
-_LZMA_OK, _LZMA_BUF_ERROR = 0, 10
+_LZMA_OK = 0
 _lib: Any = None
 _lib_lock = threading.Lock()
 
