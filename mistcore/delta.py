@@ -172,6 +172,8 @@ HDIFFX_ANY_BYTES = 1 << 20
 # at least 1/LZMA_FILE_SHARE of the file (see diff_with_check).
 LZMA_FILE_ALWAYS_BYTES = 256 << 10
 LZMA_FILE_SHARE = 12
+# A delta bundle up to this many bytes of files is compressed at level 19, bigger ones at level 3 (bundle_delta).
+BUNDLE_STRONG_MAX_BYTES = 16 << 20
 # One file's compressions run on two threads when its uncompressed diff is within these bounds: below, thread
 # start-up is not worth it and the pool's other files keep both cores busy; above, two lzma encoders at once
 # (about 11 bytes per byte of dictionary each) would cost too much memory.
@@ -969,8 +971,15 @@ def apply_delta_dir(*, delta_dir: Path, install_root: Path, work_dir: Path) -> D
 
 
 def bundle_delta(*, delta_dir: Path, dst: Path) -> tuple[int, str]:
-    """Pack a delta folder into one .tar.zst (level 3: the blobs are compressed already)."""
-    return pack_tar_zst(root=Path(delta_dir), paths=None, dst=Path(dst), level=3, threads=2)
+    """Pack a delta folder into one .tar.zst; (size, sha256).
+
+    The blobs are compressed already; what zstd still finds is in the manifest (keys, paths, hex hashes) and
+    the tar headers, where level 19 beats level 3 by a few KB: pygame-ce 2.5.6 -> 2.5.7 1,406,710 -> 1,398,464
+    bytes (0.6%; more of a small update) in 0.26 s instead of 0.04 s. On compressed bytes level 19 runs at
+    ~6 MB/s, so a delta of more than ``BUNDLE_STRONG_MAX_BYTES`` is packed at level 3."""
+    total = sum(f.stat().st_size for f in Path(delta_dir).rglob("*") if f.is_file())
+    level = 19 if total <= BUNDLE_STRONG_MAX_BYTES else 3
+    return pack_tar_zst(root=Path(delta_dir), paths=None, dst=Path(dst), level=level, threads=2)
 
 
 def unpack_bundle(*, src: Path, dest: Path, max_total_bytes: int) -> DeltaManifest:

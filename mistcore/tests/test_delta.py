@@ -161,6 +161,22 @@ def test_bundle_round_trip(work: Path, versions: dict[str, Any]) -> None:
     assert snapshot(work / "install") == snapshot(work / "v2")
 
 
+def test_a_small_bundle_is_packed_harder(work: Path, versions: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Up to BUNDLE_STRONG_MAX_BYTES a bundle is zstd level 19 (its manifest and tar headers still compress),
+    above it level 3 (the blobs are compressed already); both unpack to the same delta."""
+    from mistcore import delta as mdelta
+    from mistcore.safetar import pack_tar_zst
+
+    delta = _build(work, versions)
+    strong, _ = bundle_delta(delta_dir=work / "delta", dst=work / "strong.tar.zst")
+    monkeypatch.setattr(mdelta, "BUNDLE_STRONG_MAX_BYTES", 0)
+    fast, _ = bundle_delta(delta_dir=work / "delta", dst=work / "fast.tar.zst")
+    assert fast == pack_tar_zst(root=work / "delta", paths=None, dst=work / "l3.tar.zst", level=3)[0]
+    assert strong == pack_tar_zst(root=work / "delta", paths=None, dst=work / "l19.tar.zst", level=19)[0] < fast
+    for name in ("strong", "fast"):
+        assert unpack_bundle(src=work / f"{name}.tar.zst", dest=work / name, max_total_bytes=10**8) == delta
+
+
 def test_unpack_bundle_rejects_extras_and_missing_blobs(work: Path, versions: dict[str, Any]) -> None:
     from mistcore.safetar import pack_tar_zst
 
