@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from mistcore import delta as mdelta
-from mistcore.errors import IntegrityError, PatchError
+from mistcore.errors import BasisMismatch, IntegrityError, PatchError
 from mistcore.fsutil import clone_tree
 from mistcore.manifest import scan_directory
 
@@ -210,3 +210,28 @@ def assert_bit_flips_refused(work: Path, patch: bytes, apply: Callable[[Path], o
         with pytest.raises((IntegrityError, PatchError)):
             apply(work / "bad")
         assert not (work / "out").exists(), trial
+
+
+def assert_wrong_basis_refused(engine: ModuleType, work: Path, old: Path, new: Path, data: bytes, *,
+                               short: bool = True) -> None:
+    """``engine``'s patch from ``old`` to ``new`` (written to ``work/p``) is refused on a wrong basis, and nothing is
+    written: another file of the same size (which the engine alone would not notice: BasisMismatch when the
+    basis's SHA-256 is known, the result's SHA-256 otherwise), a file a byte short (when ``short``: refused by
+    the basis size the patch declares, before it is read), and no file at all."""
+    engine.diff_file(old=old, new=new, out=work / "p")
+    other = bytearray(old.read_bytes())
+    other[1000:1010] = b"0123456789"  # same size, different bytes
+    (work / "other").write_bytes(bytes(other))
+    with pytest.raises(BasisMismatch, match="basis"):
+        apply_engine(engine, work, work / "other", work / "p", data, old_sha256=sha_hex(old.read_bytes()))
+    with pytest.raises(IntegrityError, match="SHA-256"):
+        apply_engine(engine, work, work / "other", work / "p", data)
+    names = ["new", "old", "other", "p"]
+    if short:
+        (work / "short").write_bytes(old.read_bytes()[:-1])
+        with pytest.raises(BasisMismatch, match="basis"):
+            apply_engine(engine, work, work / "short", work / "p", data)
+        names.append("short")
+    with pytest.raises(PatchError, match="old file"):
+        apply_engine(engine, work, None, work / "p", data)
+    only_files(work, *names)
