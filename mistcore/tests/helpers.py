@@ -235,3 +235,28 @@ def assert_wrong_basis_refused(engine: ModuleType, work: Path, old: Path, new: P
     with pytest.raises(PatchError, match="old file"):
         apply_engine(engine, work, None, work / "p", data)
     only_files(work, *names)
+
+
+def assert_damaged_blobs_refused(engine: ModuleType, work: Path, old: Path, data: bytes, *, cuts: tuple[int, ...],
+                                 trials: int = 60) -> None:
+    """``engine``'s blob at ``work/p`` (from ``old`` to ``data``) refused whenever it is damaged, and ``work/out``
+    never written: bits flipped (``trials`` copies), cut short at each of ``cuts`` bytes (negative: from the end),
+    one byte too many, a patch SHA-256 that does not match, garbage, and a sound blob for another output size."""
+    blob = (work / "p").read_bytes()
+    name = engine.NAME
+    assert_bit_flips_refused(work, blob, lambda bad: apply_engine(engine, work, old, bad, data), trials=trials)
+    for cut in cuts:
+        (work / "bad").write_bytes(blob[:cut])
+        with pytest.raises(PatchError, match=f"truncated|corrupt|not an? {name} blob"):
+            apply_engine(engine, work, old, work / "bad", data)
+    (work / "bad").write_bytes(blob + b"\0")
+    with pytest.raises(PatchError, match="trailing"):
+        apply_engine(engine, work, old, work / "bad", data)
+    with pytest.raises(IntegrityError, match="corrupt"):
+        apply_engine(engine, work, old, work / "p", data, patch_sha256=sha_hex(b"another patch"))
+    (work / "bad").write_bytes(b"garbage that is no blob")
+    with pytest.raises(PatchError, match=name):
+        apply_engine(engine, work, old, work / "bad", data)
+    with pytest.raises(PatchError, match="declares"):
+        apply_engine(engine, work, old, work / "p", data + b"!")
+    assert not (work / "out").exists()

@@ -16,11 +16,11 @@ from mistcore.delta import (
     PATCH_ENGINES,
 )
 from mistcore.engines import DIRECT_ENGINES, ENGINES, bsdiffx, hdiff, hdiffx, zpatch
-from mistcore.errors import IntegrityError, PatchError
+from mistcore.errors import PatchError
 from mistcore.tests.helpers import (
     ELF_X86_64,
     apply_engine,
-    assert_bit_flips_refused,
+    assert_damaged_blobs_refused,
     assert_delta_applies,
     assert_wrong_basis_refused,
     mutate,
@@ -89,22 +89,7 @@ def test_corrupt_or_truncated_blob_never_writes_wrong_bytes(work: Path, pair: tu
     old, new, data = pair
     bsdiffx.diff_file(old=old, new=new, out=work / "p")
     patch = (work / "p").read_bytes()
-    assert_bit_flips_refused(work, patch, lambda bad: apply_engine(bsdiffx, work, old, bad, data), trials=80)
-    for cut in (len(patch) - 1, len(patch) // 2, 20, 5, 2, 0):
-        (work / "bad").write_bytes(patch[:cut])
-        with pytest.raises(PatchError, match="truncated|not a bsdiff-lzma blob"):
-            apply_engine(bsdiffx, work, old, work / "bad", data)
-    (work / "bad").write_bytes(patch + b"\0")
-    with pytest.raises(PatchError, match="trailing"):
-        apply_engine(bsdiffx, work, old, work / "bad", data)
-    with pytest.raises(IntegrityError, match="corrupt"):
-        apply_engine(bsdiffx, work, old, work / "p", data, patch_sha256=sha_hex(b"another patch"))
-    (work / "bad").write_bytes(b"garbage that is no blob")
-    with pytest.raises(PatchError, match="bsdiff-lzma"):
-        apply_engine(bsdiffx, work, old, work / "bad", data)
-    with pytest.raises(PatchError, match="declares"):
-        apply_engine(bsdiffx, work, old, work / "p", data + b"!")
-    assert not (work / "out").exists()
+    assert_damaged_blobs_refused(bsdiffx, work, old, data, cuts=(len(patch) - 1, len(patch) // 2, 20, 5, 2, 0), trials=80)
 
 
 def _forged(control: list[tuple[int, int, int]], diff: bytes, extra: bytes, *, new_size: int, old_size: int,

@@ -23,7 +23,7 @@ from mistcore.errors import IntegrityError, PatchError
 from mistcore.fsutil import clone_tree
 from mistcore.tests.helpers import (
     apply_engine,
-    assert_bit_flips_refused,
+    assert_damaged_blobs_refused,
     assert_delta_applies,
     assert_wrong_basis_refused,
     mutate,
@@ -140,22 +140,8 @@ def test_corrupt_or_truncated_blob_never_writes_wrong_bytes(work: Path, pair: tu
     old, new, data = pair
     hdiffx.diff_file(old=old, new=new, out=work / "p")
     patch = (work / "p").read_bytes()
-    assert_bit_flips_refused(work, patch, lambda bad: apply_engine(hdiffx, work, old, bad, data), trials=60)
-    for cut in (len(patch) - 1, len(patch) // 2, 10, hdiffx.HEADER_SIZE, 3, 0):
-        (work / "bad").write_bytes(patch[:cut])
-        with pytest.raises(PatchError, match="truncated|not an hdiff-lzma blob"):
-            apply_engine(hdiffx, work, old, work / "bad", data)
-    (work / "bad").write_bytes(patch + b"\0")
-    with pytest.raises(PatchError, match="trailing"):
-        apply_engine(hdiffx, work, old, work / "bad", data)
-    with pytest.raises(IntegrityError, match="corrupt"):
-        apply_engine(hdiffx, work, old, work / "p", data, patch_sha256=sha_hex(b"another patch"))
-    (work / "bad").write_bytes(b"garbage that is no blob")
-    with pytest.raises(PatchError, match="hdiff-lzma"):
-        apply_engine(hdiffx, work, old, work / "bad", data)
-    # A sound blob for another output size, and a zstd hdiff patch where an uncompressed one belongs.
-    with pytest.raises(PatchError, match="declares"):
-        apply_engine(hdiffx, work, old, work / "p", data + b"!")
+    assert_damaged_blobs_refused(hdiffx, work, old, data, cuts=(len(patch) - 1, len(patch) // 2, 10, hdiffx.HEADER_SIZE, 3, 0))
+    # A zstd hdiff patch where an uncompressed one belongs, and a blob of something else.
     raw = hdiff.uncompressed_diff(old.read_bytes(), data)
     (work / "bad").write_bytes(hdiffx.compress(hdiff.compress_diff(raw, new_size=len(data))))
     with pytest.raises(PatchError, match="uncompressed HDIFF13"):

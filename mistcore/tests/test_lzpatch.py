@@ -17,7 +17,7 @@ from mistcore.fsutil import clone_tree
 from mistcore.tests.helpers import (
     ELF_X86_64,
     apply_engine,
-    assert_bit_flips_refused,
+    assert_damaged_blobs_refused,
     assert_delta_applies,
     assert_wrong_basis_refused,
     mutate,
@@ -156,23 +156,9 @@ def test_corrupt_or_truncated_blob_never_writes_wrong_bytes(work: Path, pair: tu
     old, new, data = pair
     lzpatch.diff_file(old=old, new=new, out=work / "p")
     blob = (work / "p").read_bytes()
-    assert_bit_flips_refused(work, blob, lambda bad: apply_engine(lzpatch, work, old, bad, data), trials=60)
     body = lzpatch.read_header(blob, expected_size=len(data)).body
-    for cut in (len(blob) - 1, len(blob) // 2, body + 1, body, 5, 3, 0):
-        (work / "bad").write_bytes(blob[:cut])
-        with pytest.raises(PatchError, match="truncated|not an lzma-patch blob|corrupt"):
-            apply_engine(lzpatch, work, old, work / "bad", data)
-    (work / "bad").write_bytes(blob + b"\0")
-    with pytest.raises(PatchError, match="trailing"):
-        apply_engine(lzpatch, work, old, work / "bad", data)
-    with pytest.raises(IntegrityError, match="corrupt"):
-        apply_engine(lzpatch, work, old, work / "p", data, patch_sha256=sha_hex(b"another patch"))
-    (work / "bad").write_bytes(b"garbage that is no blob")
-    with pytest.raises(PatchError, match="lzma-patch"):
-        apply_engine(lzpatch, work, old, work / "bad", data)
-    # a sound blob for another output size, and a diff payload that is not an uncompressed HDIFF13 diff
-    with pytest.raises(PatchError, match="declares"):
-        apply_engine(lzpatch, work, old, work / "p", data + b"!")
+    assert_damaged_blobs_refused(lzpatch, work, old, data, cuts=(len(blob) - 1, len(blob) // 2, body + 1, body, 5, 3, 0))
+    # a diff payload that is not an uncompressed HDIFF13 diff
     not_a_diff = lzpatch.encode(old.read_bytes(), b"not a diff at all", new_size=len(data), diff=True)
     assert not_a_diff is not None
     (work / "bad").write_bytes(not_a_diff)
