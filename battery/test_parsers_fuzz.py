@@ -175,7 +175,7 @@ def _op(draw: Any, kind: str, i: int) -> dict[str, Any]:
         if kind != "remove":
             op["source_path"] = draw(st.one_of(safe_paths, any_paths))
     if kind in ("patch", "add"):
-        engine = draw(st.sampled_from(["hdiff", "hdiff-lzma", "lzma-patch", "zstd-patch", "hdiff-window"])) if kind == "patch" else "zstd"
+        engine = draw(st.sampled_from(["hdiff", "hdiff-lzma", "lzma-patch", "x86-split", "zstd-patch", "hdiff-window"])) if kind == "patch" else "zstd"
         prefix = "patches/" if kind == "patch" else "new_files/"
         op.update(engine=draw(st.one_of(st.just(engine), st.sampled_from(["rdiff", "zstd", "sh", None]))),
                   blob=draw(st.one_of(st.just(f"{prefix}{i:06d}.x"), any_paths)),
@@ -207,7 +207,7 @@ def test_delta_manifest_from_json_structured(doc: dict[str, Any], data: st.DataO
             if path is not None:
                 validate_relpath(path)
         if op.op == "patch":
-            assert op.engine in ("hdiff", "hdiff-lzma", "lzma-patch", "zstd-patch", "hdiff-window") and op.blob and op.blob.startswith("patches/")
+            assert op.engine in ("hdiff", "hdiff-lzma", "lzma-patch", "x86-split", "zstd-patch", "hdiff-window") and op.blob and op.blob.startswith("patches/")
         if op.op == "add":
             assert op.engine == "zstd" and op.blob and op.blob.startswith("new_files/")
     assert set(delta.removed).isdisjoint(delta.written)

@@ -8,8 +8,8 @@ exactly the same bytes. Modules, lowest layer first:
 - ``manifest``: the ``mist-manifest/1`` file list of a build, path and version-name rules.
 - ``zstdio``: bounded, truncation-checked zstd streams.
 - ``safetar``: deterministic ``.tar.zst`` packing and hostile-input-safe extraction.
-- ``engines``: per-file patch engines (``hdiff``, ``hdiff-lzma``, ``lzma-patch``, ``zstd-patch``, ``bsdiff-lzma``,
-  ``hdiff-window``, ``zstd``, ``rdiff``).
+- ``engines``: per-file patch engines (``hdiff``, ``hdiff-lzma``, ``lzma-patch``, ``x86-split``, ``zstd-patch``,
+  ``bsdiff-lzma``, ``hdiff-window``, ``zstd``, ``rdiff``).
 - ``journal``: crash-safe commit of a staged update into an install folder.
 - ``delta``: direct deltas between two versions (``mist-delta/1``).
 - ``indirect``: librsync updates from whatever the client has (``mist-indirect/1``).

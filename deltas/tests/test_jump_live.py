@@ -262,7 +262,7 @@ def test_an_indirect_update_diffs_files_the_server_knows_with_the_direct_engines
     engines = {op.path: op.engine for op in manifest.ops}
     assert engines[modded] == "rdiff", engines
     direct = {path: engine for path, engine in engines.items() if engine in ("hdiff", "hdiff-lzma", "lzma-patch",
-                                                                            "zstd-patch", "hdiff-window")}
+                                                                            "x86-split", "zstd-patch", "hdiff-window")}
     big = {path for path in changing if path != modded and len(new[path][0]) > 100_000}
     assert big and big <= set(direct), engines  # (a tiny text file may go whole: a tie goes to zstd)
 

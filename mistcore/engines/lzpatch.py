@@ -163,8 +163,10 @@ def available() -> bool:
     return _liblzma() is not None
 
 
-def _encode_lzma2(dictionary: bytes, data: bytes, *, log: int, lc: int, preset: int) -> bytes | None:
-    """Raw LZMA2 chunks of ``data`` with ``dictionary`` preset; None if liblzma refuses."""
+def encode_lzma2(
+    dictionary: bytes, data: bytes, *, log: int, lc: int, preset: int, lp: int = LP, pb: int = PB
+) -> bytes | None:
+    """Raw LZMA2 chunks of ``data`` with ``dictionary`` preset (none if it is empty); None if liblzma refuses."""
     lib = _liblzma()
     if lib is None:
         raise PatchError("lzma-patch cannot encode here: the system liblzma could not be loaded")
@@ -175,7 +177,7 @@ def _encode_lzma2(dictionary: bytes, data: bytes, *, log: int, lc: int, preset: 
     options.dict_size = 1 << log
     options.preset_dict = ctypes.cast(keep, ctypes.c_void_p).value
     options.preset_dict_size = len(dictionary)
-    options.lc, options.lp, options.pb = lc, LP, PB
+    options.lc, options.lp, options.pb = lc, lp, pb
     filters = (_Filter * 2)(
         _Filter(_LZMA_FILTER_LZMA2, ctypes.cast(ctypes.pointer(options), ctypes.c_void_p).value),
         _Filter(_LZMA_VLI_UNKNOWN, None),
@@ -204,7 +206,7 @@ def _blob(dictionary: bytes, data: bytes, *, old_size: int, new_size: int, diff:
     """The blob of ``data`` (the payload, BCJ-filtered when ``x86``) with ``dictionary`` (the old file, likewise)."""
     log = dict_log(old_size + len(data))
     lc = LC_DIFF if diff else LC_FILE
-    body = _encode_lzma2(dictionary, data, log=log, lc=lc, preset=PRESET_DIFF if diff else PRESET_FILE)
+    body = encode_lzma2(dictionary, data, log=log, lc=lc, preset=PRESET_DIFF if diff else PRESET_FILE)
     if body is None:
         return None
     flags = log | (_DIFF if diff else 0) | (_X86 if x86 else 0)
@@ -346,10 +348,21 @@ def decode(old: bytes, blob: bytes, *, expected_size: int) -> tuple[Header, byte
     head = read_header(blob, expected_size=expected_size)
     if len(old) != head.old_size:
         raise BasisMismatch(f"lzma-patch blob expects a {head.old_size}-byte basis, the basis has {len(old)} bytes")
-    lzma2: dict[str, Any] = {"id": lzma.FILTER_LZMA2, "dict_size": 1 << head.log,
-                             "lc": head.lc, "lp": head.lp, "pb": head.pb}
-    filters = ([{"id": lzma.FILTER_X86}] if head.x86 else []) + [lzma2]
     dictionary = x86_encoded(old) if head.x86 else old
+    payload = decode_primed(dictionary, memoryview(blob)[head.body :], log=head.log, lc=head.lc, lp=head.lp,
+                            pb=head.pb, x86=head.x86, size=head.payload_size, what="lzma-patch blob")
+    return head, payload
+
+
+def decode_primed(
+    dictionary: bytes, body: bytes | memoryview, *, log: int, lc: int, lp: int, pb: int, size: int, what: str,
+    x86: bool = False,
+) -> bytes:
+    """Exactly ``size`` bytes: raw LZMA2 ``body`` decoded after ``dictionary`` filled the decoder's dictionary
+    (as the encoder's preset dictionary did); PatchError (naming ``what``) for a corrupt or truncated body, one
+    with trailing bytes, or one that decodes to another size (the decoder stops one byte past ``size``)."""
+    lzma2: dict[str, Any] = {"id": lzma.FILTER_LZMA2, "dict_size": 1 << log, "lc": lc, "lp": lp, "pb": pb}
+    filters = ([{"id": lzma.FILTER_X86}] if x86 else []) + [lzma2]
     decoder = lzma.LZMADecompressor(format=lzma.FORMAT_RAW, filters=filters)
     primed = 0
     try:
@@ -358,19 +371,19 @@ def decode(old: bytes, blob: bytes, *, expected_size: int) -> tuple[Header, byte
             control = 0x01 if start == 0 else 0x02  # uncompressed chunk, resetting the dictionary first
             primed += len(decoder.decompress(bytes([control]) + (len(piece) - 1).to_bytes(2, "big") + piece))
         # The BCJ decoder holds back the last few bytes of the dictionary until it sees what follows them.
-        out = decoder.decompress(memoryview(blob)[head.body :], max_length=head.old_size - primed + head.payload_size + 1)
+        out = decoder.decompress(body, max_length=len(dictionary) - primed + size + 1)
     except (lzma.LZMAError, MemoryError) as exc:
-        raise PatchError(f"lzma-patch blob is corrupt: {exc}") from None
-    payload = out[head.old_size - primed :]
-    if primed + len(out) > head.old_size + head.payload_size:
-        raise PatchError(f"lzma-patch blob decodes to more than its declared {head.payload_size} bytes")
+        raise PatchError(f"{what} is corrupt: {exc}") from None
+    payload = out[len(dictionary) - primed :]
+    if primed + len(out) > len(dictionary) + size:
+        raise PatchError(f"{what} decodes to more than its declared {size} bytes")
     if not decoder.eof:
-        raise PatchError("lzma-patch blob is truncated")
+        raise PatchError(f"{what} is truncated")
     if decoder.unused_data:
-        raise PatchError("lzma-patch blob has trailing bytes")
-    if len(payload) != head.payload_size:
-        raise PatchError(f"lzma-patch blob decodes to {len(payload)} bytes, it declares {head.payload_size}")
-    return head, payload
+        raise PatchError(f"{what} has trailing bytes")
+    if len(payload) != size:
+        raise PatchError(f"{what} decodes to {len(payload)} bytes, it declares {size}")
+    return payload
 
 
 def apply_bytes(old: bytes, blob: bytes, *, expected_size: int) -> bytes:
@@ -433,6 +446,7 @@ __all__ = [
     "apply_file",
     "available",
     "decode",
+    "decode_primed",
     "diff_bytes",
     "diff_file",
     "encode",
