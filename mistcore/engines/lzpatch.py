@@ -193,7 +193,8 @@ def encode_lzma2(
     return ctypes.string_at(out, written.value)
 
 
-def _varint(value: int) -> bytes:
+def varint(value: int) -> bytes:
+    """``value`` as a LEB128 varint (7 bits a byte, low first)."""
     out = bytearray()
     while True:
         byte, value = value & 0x7F, value >> 7
@@ -211,7 +212,7 @@ def _blob(dictionary: bytes, data: bytes, *, old_size: int, new_size: int, diff:
         return None
     flags = log | (_DIFF if diff else 0) | (_X86 if x86 else 0)
     head = MAGIC + bytes([flags, (PB * 5 + LP) * 9 + lc])
-    return head + _varint(new_size) + _varint(old_size) + _varint(len(data)) + body
+    return head + varint(new_size) + varint(old_size) + varint(len(data)) + body
 
 
 def _x86_pair(old: bytes, payload: bytes, *, run: Runner) -> tuple[bytes, bytes] | None:
@@ -297,18 +298,20 @@ class Header:
     body: int  # where the LZMA2 chunks start
 
 
-def _read_varint(blob: bytes, pos: int) -> tuple[int, int]:
+def read_varint(blob: bytes, pos: int, *, what: str = "lzma-patch blob") -> tuple[int, int]:
+    """(the LEB128 varint at ``blob[pos]``, the position after it); PatchError naming ``what`` if it is cut short
+    or longer than 10 bytes."""
     value = shift = 0
     for _ in range(_MAX_VARINT_BYTES):
         if pos >= len(blob):
-            raise PatchError("lzma-patch blob header is truncated")
+            raise PatchError(f"{what} header is truncated")
         byte = blob[pos]
         pos += 1
         value |= (byte & 0x7F) << shift
         shift += 7
         if not byte & 0x80:
             return value, pos
-    raise PatchError("lzma-patch blob header has a size field that is too long")
+    raise PatchError(f"{what} header has a size field that is too long")
 
 
 def read_header(blob: bytes, *, expected_size: int) -> Header:
@@ -320,9 +323,9 @@ def read_header(blob: bytes, *, expected_size: int) -> Header:
     lp, pb = rest % 5, rest // 5
     if flags & _RESERVED or props >= 9 * 5 * 5 or lc not in _ALLOWED_LC or lp != 0 or pb not in _ALLOWED_PB:
         raise PatchError(f"lzma-patch blob with unsupported parameters (flags {flags:#04x}, properties {props:#04x})")
-    new_size, pos = _read_varint(blob, 4)
-    old_size, pos = _read_varint(blob, pos)
-    payload_size, pos = _read_varint(blob, pos)
+    new_size, pos = read_varint(blob, 4)
+    old_size, pos = read_varint(blob, pos)
+    payload_size, pos = read_varint(blob, pos)
     diff = bool(flags & _DIFF)
     if new_size != expected_size:
         raise PatchError(f"patch declares {new_size} output bytes, expected {expected_size}")
@@ -451,7 +454,9 @@ __all__ = [
     "diff_file",
     "encode",
     "read_header",
+    "read_varint",
     "sizes",
     "smallest",
+    "varint",
     "x86_encoded",
 ]

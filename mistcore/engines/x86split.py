@@ -416,15 +416,6 @@ def code_region(data: bytes) -> tuple[int, int] | None:
 # --- Blobs -----------------------------------------------------------------------------------------------------
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
-
-
 def _streams(data: bytes, region: tuple[int, int]) -> list[bytes]:
     """The file's streams in ``STREAMS`` order."""
     off, size = region
@@ -456,25 +447,11 @@ def encode(old: bytes, new: bytes, *, run: Callable[[list[Callable[[], Any]]], l
         return None
     head = bytearray(MAGIC + bytes([VERSION]))
     for value in (len(new), len(old), *old_region, *new_region):
-        head += _varint(value)
+        head += lzpatch.varint(value)
     head += zlib.crc32(old).to_bytes(4, "big")
     for (_, (lc, lp, pb)), stream, body in zip(STREAMS, news, bodies, strict=True):
-        head += bytes([(pb * 5 + lp) * 9 + lc]) + _varint(len(stream)) + _varint(len(body))
+        head += bytes([(pb * 5 + lp) * 9 + lc]) + lzpatch.varint(len(stream)) + lzpatch.varint(len(body))
     return bytes(head) + b"".join(bodies)
-
-
-def _read_varint(blob: bytes, pos: int) -> tuple[int, int]:
-    value = shift = 0
-    for _ in range(10):
-        if pos >= len(blob):
-            raise PatchError("x86-split blob header is truncated")
-        byte = blob[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        shift += 7
-        if not byte & 0x80:
-            return value, pos
-    raise PatchError("x86-split blob header has a size field that is too long")
 
 
 def sizes(blob: bytes, *, expected_size: int) -> tuple[int, int]:
@@ -494,7 +471,7 @@ def _header(blob: bytes, *, expected_size: int) -> tuple[int, int, int, tuple[in
     pos = 3
     values = []
     for _ in range(6):
-        value, pos = _read_varint(blob, pos)
+        value, pos = lzpatch.read_varint(blob, pos, what="x86-split blob")
         values.append(value)
     new_size, old_size, old_off, old_len, new_off, new_len = values
     if new_size != expected_size:
@@ -513,8 +490,8 @@ def _header(blob: bytes, *, expected_size: int) -> tuple[int, int, int, tuple[in
         props = blob[pos]
         if props not in _ALLOWED_PROPS:
             raise PatchError(f"x86-split blob with unsupported LZMA properties {props:#04x}")
-        size, pos = _read_varint(blob, pos + 1)
-        coded, pos = _read_varint(blob, pos)
+        size, pos = lzpatch.read_varint(blob, pos + 1, what="x86-split blob")
+        coded, pos = lzpatch.read_varint(blob, pos, what="x86-split blob")
         lc, rest = props % 9, props // 9
         streams.append((lc, rest % 5, rest // 5, size, coded))
     if streams[0][3] != new_size - new_len or sum(s[3] for s in streams[1:]) > new_len:

@@ -239,6 +239,21 @@ def counting_diffs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return seen
 
 
+def corrupting(monkeypatch: pytest.MonkeyPatch, module: ModuleType, name: str) -> None:
+    """From now on the encoder ``module.name`` returns its blob with one byte changed a third from its end: a blob
+    that decodes to other bytes, or not at all."""
+    real = getattr(module, name)
+
+    def broken(*args: Any, **kw: Any) -> bytes:
+        blob = real(*args, **kw)
+        assert blob is not None
+        bad = bytearray(blob)
+        bad[-len(blob) // 3] ^= 0x10
+        return bytes(bad)
+
+    monkeypatch.setattr(module, name, broken)
+
+
 def assert_delta_applies(work: Path, delta: str, start: str, target: str) -> None:
     """The delta folder ``work/<delta>`` turns the tree ``work/<start>`` into ``work/<target>`` both ways it is
     used: the server's chain replay (applied in place) and the patcher (bundled, unpacked, staged, committed)."""

@@ -20,6 +20,7 @@ from mistcore.tests.helpers import (
     assert_damaged_blobs_refused,
     assert_delta_applies,
     assert_wrong_basis_refused,
+    corrupting,
     mutate,
     relinked_library,
     sha_hex,
@@ -171,7 +172,7 @@ def _with_header(blob: bytes, *, flags: int | None = None, props: int | None = N
                  sizes: tuple[int, int, int] | None = None) -> bytes:
     """``blob`` (a sound 1,000-byte file's) with some of its header replaced."""
     head = lzpatch.read_header(blob, expected_size=1000)
-    varints = b"".join(lzpatch._varint(v) for v in (sizes or (head.new_size, head.old_size, head.payload_size)))
+    varints = b"".join(lzpatch.varint(v) for v in (sizes or (head.new_size, head.old_size, head.payload_size)))
     return (lzpatch.MAGIC + bytes([blob[2] if flags is None else flags, blob[3] if props is None else props])
             + varints + blob[head.body:])
 
@@ -181,7 +182,7 @@ def test_a_bomb_is_refused_within_the_cap(work: Path, monkeypatch: pytest.Monkey
     old, content = b"o" * 1000, b"tiny output".ljust(1000, b".")
     body = lzpatch.encode_lzma2(old, bytes(10_000_000), log=12, lc=3, preset=6)
     assert body is not None and len(body) < 20_000
-    bomb = lzpatch.MAGIC + bytes([12, 3]) + b"".join(lzpatch._varint(v) for v in (1000, 1000, 1000)) + body
+    bomb = lzpatch.MAGIC + bytes([12, 3]) + b"".join(lzpatch.varint(v) for v in (1000, 1000, 1000)) + body
     (work / "old").write_bytes(old)
     (work / "bomb").write_bytes(bomb)
     with pytest.raises(PatchError, match="decodes to more than"):
@@ -294,16 +295,7 @@ def test_builder_never_ships_a_blob_that_does_not_decode(
 ) -> None:
     """The encoder is the system liblzma, the decoder the patcher's: the builder decodes the blob it picked and
     falls back to the next engine if the two disagree."""
-    real = lzpatch.smallest
-
-    def broken(*args: Any, **kw: Any) -> bytes | None:
-        blob = real(*args, **kw)
-        assert blob is not None
-        bad = bytearray(blob)
-        bad[-len(blob) // 3] ^= 0x10  # decodes to other bytes (or fails): either way not the new file
-        return bytes(bad)
-
-    monkeypatch.setattr(lzpatch, "smallest", broken)
+    corrupting(monkeypatch, lzpatch, "smallest")
     v1, v2 = _versions(rng)
     write_tree(work / "v1", dict(v1))
     write_tree(work / "v2", dict(v2))

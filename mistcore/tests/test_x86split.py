@@ -21,6 +21,7 @@ from mistcore.tests.helpers import (
     assert_damaged_blobs_refused,
     assert_delta_applies,
     assert_wrong_basis_refused,
+    corrupting,
     write_tree,
     x86_library,
     x86_release_pair,
@@ -165,24 +166,24 @@ def _rebuilt(blob: bytes, new: bytes, *, version: int = x86split.VERSION, region
     pos = 3
     values = []
     for _ in range(6):
-        value, pos = x86split._read_varint(blob, pos)
+        value, pos = lzpatch.read_varint(blob, pos)
         values.append(value)
     if region is not None:
         values[4:6] = region
     head = bytearray(x86split.MAGIC + bytes([version]))
     for value in values:
-        head += x86split._varint(value)
+        head += lzpatch.varint(value)
     head += blob[pos : pos + 4]  # the old file's CRC-32
     pos += 4
     for n in range(len(x86split.STREAMS)):
         p = blob[pos]
-        size, pos = x86split._read_varint(blob, pos + 1)
-        coded, pos = x86split._read_varint(blob, pos)
+        size, pos = lzpatch.read_varint(blob, pos + 1)
+        coded, pos = lzpatch.read_varint(blob, pos)
         if n == 0 and props is not None:
             p = props
         if n == 1 and stream_size is not None:
             size = stream_size
-        head += bytes([p]) + x86split._varint(size) + x86split._varint(coded)
+        head += bytes([p]) + lzpatch.varint(size) + lzpatch.varint(coded)
     return bytes(head) + blob[pos:]
 
 
@@ -252,16 +253,7 @@ def test_builder_never_ships_a_blob_that_does_not_decode(
 ) -> None:
     """The encoder's split and the patcher's join are checked against each other on every winning blob: a blob
     that decodes to other bytes is dropped for the next engine."""
-    real = x86split.encode
-
-    def broken(*args: Any, **kw: Any) -> bytes | None:
-        blob = real(*args, **kw)
-        assert blob is not None
-        bad = bytearray(blob)
-        bad[-len(blob) // 3] ^= 0x10
-        return bytes(bad)
-
-    monkeypatch.setattr(x86split, "encode", broken)
+    corrupting(monkeypatch, x86split, "encode")
     v1, v2 = _versions(rng)
     write_tree(work / "v1", dict(v1))
     write_tree(work / "v2", dict(v2))
