@@ -75,7 +75,7 @@ _ALLOWED_PROPS = frozenset((pb * 5 + lp) * 9 + lc for _, (lc, lp, pb) in STREAMS
 # What the builder gives this engine (old file + new file): each stream's encoder holds ~11 bytes per byte.
 MAX_BUILD_BYTES = lzpatch.MAX_BUILD_BYTES
 MAX_FILE_BYTES = lzpatch.MAX_DICT_BYTES // 2
-MIN_CODE_BYTES = 4096  # below this, the streams' headers cost more than the split gains
+MIN_CODE_BYTES = 4096  # smaller code sections are not split: ten streams cost ~40 bytes of framing
 # More than the longest instruction _parse describes (16 bytes: 4 prefixes, EVEX and opcode, ModRM, SIB, a 32-bit
 # displacement, an 8-bit immediate), so an instruction starting before the raw tail ends inside the code.
 _RAW_TAIL = 32
