@@ -1,5 +1,6 @@
 """The newer engines end to end: a library rebuilt with a small change is pushed, the real worker encodes it as
-bsdiff-lzma, and the patcher (its CLI, over HTTP) updates an install to the exact bytes of the new version."""
+bsdiff-lzma, and the patcher (its CLI, over HTTP) updates an install to the exact bytes of the new version; a
+library with much new code travels as x86-split, forward by the push-time delta and back by a jump."""
 
 from __future__ import annotations
 
@@ -13,10 +14,13 @@ import pytest
 from builds.models import Version
 from builds.services import push_version
 from catalog.models import Game
-from deltas.models import DirectDelta
+from deltas.models import DirectDelta, JumpDelta
+from deltas.services import jump_path
 from mist.testing.gamedata import make_build, tree_bytes
 from mist_patcher.tests.test_e2e_live import PASSWORD, Patcher
-from mistcore.tests.helpers import relinked_library
+from mistcore import delta as mdelta
+from mistcore.engines import lzpatch
+from mistcore.tests.helpers import relinked_library, x86_release_pair
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -55,3 +59,40 @@ def test_a_relinked_library_travels_as_bsdiff_lzma_and_updates_byte_exact(
     assert tree_bytes(p.home / "games" / "relink") == tree_bytes(v2)
     code, verify, _ = p.run("verify", "relink")
     assert code == 0 and verify["healthy"] and verify["version"] == "1.1", verify
+
+
+def test_new_native_code_travels_as_x86_split_both_ways_and_updates_byte_exact(
+    tmp_path: Path, worker: Any, admin_user: Any, live_server: Any, friend: Any
+) -> None:
+    # given a game whose engine library took an upstream release: a third more code, every address moved
+    old_lib, new_lib = x86_release_pair(random.Random(15))
+    v1 = make_build(tmp_path / "src" / "1.0", seed=62)
+    (v1 / "bin" / "libengine.so.1").write_bytes(old_lib)
+    v2 = tmp_path / "src" / "1.1"
+    shutil.copytree(v1, v2)
+    (v2 / "bin" / "libengine.so.1").write_bytes(new_lib)
+    game = Game.objects.create(slug="relink", title="Relink")
+    # when the admin pushes both and the worker makes the direct delta
+    for name, folder in (("1.0", v1), ("1.1", v2)):
+        push_version(game=game, name=name, source=folder, user=admin_user)
+        worker.wait_for(lambda n=name: _ready(n), timeout=180, what=f"{name} ready")
+    # then the library travels as x86-split, smaller than lzma-patch (the engine before it) would make it
+    report = {row["path"]: row for row in DirectDelta.objects.get(to_version__name="1.1").report}
+    lib = report["bin/libengine.so.1"]
+    assert lib["engine"] == "x86-split" and lib["patch_size"] < len(lzpatch.diff_bytes(old_lib, new_lib)), lib
+    # and a friend's patcher updates 1.0 -> 1.1 by that delta, then rolls back by a jump the worker makes
+    p = Patcher(tmp_path / "home", live_server.url)
+    p.run("login", "--username", "friend", "--password-stdin", stdin=PASSWORD + "\n")
+    p.run("install", "relink", "--version", "1.0", "--platform", "windows")
+    code, update, _ = p.run("update", "relink", "--version", "1.1")
+    assert update["route"] == "direct", update
+    assert tree_bytes(p.home / "games" / "relink") == tree_bytes(v2)
+    code, back, _ = p.run("update", "relink", "--version", "1.0")
+    assert back["route"] == "jump", back
+    jump = JumpDelta.objects.select_related("from_version", "to_version__game").get(
+        from_version__name="1.1", to_version__name="1.0", status="ready")
+    unpacked = mdelta.unpack_bundle(src=jump_path(jump), dest=tmp_path / "jump", max_total_bytes=10**9)
+    assert {op.path: op.engine for op in unpacked.ops}["bin/libengine.so.1"] == "x86-split"
+    assert tree_bytes(p.home / "games" / "relink") == tree_bytes(v1)
+    code, verify, _ = p.run("verify", "relink")
+    assert code == 0 and verify["healthy"] and verify["version"] == "1.0", verify
