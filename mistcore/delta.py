@@ -58,17 +58,18 @@ there) and the old file BCJ-filtered once, the build takes what it took before (
 (ELF, PE, Mach-O: what bsdiff is made for) a ``bsdiff-lzma`` blob where it is cheap or likely to win:
 both files up to 256 KiB, or up to 16 MiB when the best patch so far is under 1/16 of the new file (a
 binary that changed a little and moved a lot; bsdiff's suffix sort costs 16 bytes per old byte and
-~0.3 s per MB). For x86-64 code (an ELF or PE code section) an ``x86-split`` blob too, where lzma-patch runs: the
-code split into streams of like fields (op bytes, call targets, jumps, displacements, immediates), each
-LZMA2-coded against the old file's same stream. It wins wherever much code is new (19 files of the
-pygame-ce 2.5.6 -> 2.5.7 update; its blobs 1,371,177 -> 1,197,086 bytes; the build 11.7 -> 15.6 s on
-2 cores). The smallest wins (a tie goes to the earlier of hdiff, lzma-patch or hdiff-lzma,
-x86-split, zstd-patch, bsdiff-lzma), then the whole compressed file if that is not bigger; a winning
-lzma-patch or x86-split blob is decoded first, the patcher's way, and dropped if it does not give the new file. The engines win on different
-files: zstd-patch on text and small files (version stamps, docs, scripts: its repeat offsets and 8
-bytes less framing), lzma-patch on native code and on text with new passages, bsdiff-lzma on executables that barely changed (a
-patch release of a library), hdiff on the rest. On the pygame-ce 2.5.6 -> 2.5.7 update (178 changed files, same
-path) against the best per-file tool (zstd --patch-from, 230,736 bytes): hdiff alone 0.928,
+~0.3 s per MB). For x86-64 code (an ELF or PE code section) an ``x86-split`` blob too, where
+lzma-patch runs: the code split into streams of like fields (op bytes, call targets, jumps,
+displacements, immediates), each LZMA2-coded against the old file's same stream. It wins wherever much
+code is new (19 files of the pygame-ce 2.5.6 -> 2.5.7 update; its blobs 1,371,177 -> 1,197,086 bytes;
+the build 11.7 -> 15.6 s on 2 cores). The smallest wins (a tie goes to the earlier of hdiff,
+lzma-patch or hdiff-lzma, x86-split, zstd-patch, bsdiff-lzma), then the whole compressed file if that
+is not bigger; a winning lzma-patch or x86-split blob is decoded first, the patcher's way, and dropped
+if it does not give the new file. The engines win on different files: zstd-patch on text and small
+files (version stamps, docs, scripts: its repeat offsets and 8 bytes less framing), x86-split on x86-64
+code with much new code, lzma-patch on other native code and on text with new passages, bsdiff-lzma on
+executables that barely changed (a patch release of a library), hdiff on the rest. On the pygame-ce
+2.5.6 -> 2.5.7 update (178 changed files, same path; before x86-split) against the best per-file tool (zstd --patch-from, 230,736 bytes): hdiff alone 0.928,
 hdiff-lzma alone 0.900, zstd-patch alone 0.981, hdiff or zstd-patch 0.899, all three 0.871
 (201,000 bytes: 161 zstd-patch, 17 hdiff-lzma); its 16 renamed-and-changed files 0.940 -> 0.929.
 On gen-100M (generated data) hdiff-lzma never wins: 0.999 either way, the fresh random data of
