@@ -39,7 +39,7 @@ from typing import Any
 import bsdiff4.core
 
 from mistcore.engines import hdiff, hdiffx
-from mistcore.errors import PatchError
+from mistcore.errors import BasisMismatch, PatchError
 
 NAME = "bsdiff-lzma"
 MAGIC = b"BX"
@@ -166,7 +166,7 @@ def decode(patch: bytes | memoryview, *, expected_size: int, old_size: int) -> t
     if new_size != expected_size:
         raise PatchError(f"patch declares {new_size} output bytes, expected {expected_size}")
     if declared_old != old_size:
-        raise PatchError(f"patch expects a {declared_old}-byte basis, the basis has {old_size} bytes")
+        raise BasisMismatch(f"patch expects a {declared_old}-byte basis, the basis has {old_size} bytes")
     if diff_len + extra_len != new_size or ctrl_len > control_limit(new_size) or 3 * count > ctrl_len:
         raise PatchError("bsdiff-lzma blob declares inconsistent sizes")
     start = r.pos

@@ -307,8 +307,9 @@ def assert_wrong_basis_refused(engine: ModuleType, work: Path, old: Path, new: P
                                short: bool = True, knows_basis: bool = False) -> None:
     """``engine``'s patch from ``old`` to ``new`` (written to ``work/p``) is refused on a wrong basis, and nothing is
     written: another file of the same size (BasisMismatch when the basis's SHA-256 is known; otherwise the
-    result's SHA-256, or BasisMismatch from an engine that checks its basis itself: ``knows_basis``), a file a byte short (when ``short``: refused by
-    the basis size the patch declares, before it is read), and no file at all."""
+    result's SHA-256, or BasisMismatch from an engine that checks its basis itself: ``knows_basis``), a file a
+    byte short (when ``short``: refused by the basis size the patch declares, before it is read, by
+    ``apply_file`` and by ``apply_bytes`` where the engine has one), and no file at all."""
     engine.diff_file(old=old, new=new, out=work / "p")
     other = bytearray(old.read_bytes())
     other[1000:1010] = b"0123456789"  # same size, different bytes
@@ -324,6 +325,9 @@ def assert_wrong_basis_refused(engine: ModuleType, work: Path, old: Path, new: P
         with pytest.raises(BasisMismatch, match="basis"):
             apply_engine(engine, work, work / "short", work / "p", data)
         names.append("short")
+        if hasattr(engine, "apply_bytes"):  # the in-memory apply (the builder's decode check) checks it too
+            with pytest.raises(IntegrityError, match="basis"):
+                engine.apply_bytes(old.read_bytes()[:-1], (work / "p").read_bytes(), expected_size=len(data))
     with pytest.raises(PatchError, match="old file"):
         apply_engine(engine, work, None, work / "p", data)
     only_files(work, *names)

@@ -149,8 +149,6 @@ def test_an_empty_basis_cannot_be_encoded() -> None:
 def test_wrong_basis_is_caught_and_nothing_written(work: Path, pair: tuple[Path, Path, bytes]) -> None:
     old, new, data = pair
     assert_wrong_basis_refused(lzpatch, work, old, new, data)
-    with pytest.raises(IntegrityError, match="basis"):  # the in-memory apply checks the basis size too
-        lzpatch.apply_bytes(old.read_bytes()[:-1], (work / "p").read_bytes(), expected_size=len(data))
 
 
 def test_corrupt_or_truncated_blob_never_writes_wrong_bytes(work: Path, pair: tuple[Path, Path, bytes]) -> None:
